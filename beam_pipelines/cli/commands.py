@@ -1,0 +1,193 @@
+"""The CLI's subcommands. Each takes (settings, parsed args) and returns an exit code."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from datetime import timedelta
+
+from tqdm import tqdm
+
+from beam_pipelines.cli.output import render
+from beam_pipelines.errors import ConfigError, ConvergenceError, NotFoundError
+
+
+def cmd_validate(settings, args) -> int:
+    from beam_pipelines.config.loader import load_pipeline_file, pipeline_files
+    from beam_pipelines.metastore.sqlite import SQLiteMetastore  # noqa: F401 (system schemas below)
+    from beam_pipelines.config.schema import load_schema
+
+    import yaml
+
+    problems = []
+    files = pipeline_files(settings.configs_dir)
+    for path in files:
+        try:
+            loaded = load_pipeline_file(settings.configs_dir, path)
+            print(f"ok  {loaded.pipeline_id}  ({len(loaded.config.steps)} steps, schedule {loaded.config.schedule or '-'})")
+        except ConfigError as exc:
+            problems.append(str(exc))
+    tables_file = settings.configs_dir / "system" / "tables.yml"
+    if tables_file.exists():
+        for name, spec in (yaml.safe_load(tables_file.read_text()) or {}).get("tables", {}).items():
+            try:
+                load_schema(settings.configs_dir / "system" / spec["schema"], f"system/{spec['schema']}")
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if not files:
+        problems.append(f"{settings.configs_dir}: no pipeline configs ({{provider}}/{{domain}}/{{pipeline}}.yml)")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _progress_bar(total_label: str):
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=total_label, unit="org", file=sys.stderr, leave=False)
+        if done != bar.n:
+            bar.update(done - bar.n)
+
+    def close():
+        if bar is not None:
+            bar.close()
+
+    return update, close
+
+
+def cmd_run(settings, args) -> int:
+    from beam_pipelines.pipeline.run import LOCAL_RUNNER, RunRequest, run_pipeline
+
+    request = RunRequest(
+        pipeline_ref=args.pipeline, orgs=args.orgs or [], all_orgs=args.all_orgs,
+        start_date=args.start_date, end_date=args.end_date, runner=args.runner or LOCAL_RUNNER,
+    )
+    return _run_and_report(settings, request, quiet=args.quiet)
+
+
+def _run_and_report(settings, request, quiet: bool = False) -> int:
+    from beam_pipelines.pipeline.run import run_pipeline
+
+    update, close = _progress_bar("fetching") if not quiet else (None, lambda: None)
+    try:
+        result = run_pipeline(settings, request, on_progress=update)
+    finally:
+        close()
+    print(f"{result.pipeline_id}  {result.start_date} .. {result.end_date}")
+    rows = [(r["org_slug"], r["status"], r["rows_written"], r["duration_ms"], r["pipeline_logging_id"],
+             r["error_message"] or "") for r in result.runs]
+    print(render(["org", "status", "rows_written", "duration_ms", "run_id", "error"], rows))
+    return 1 if result.failed else 0
+
+
+RUN_COLUMNS = ["pipeline_logging_id", "org_slug", "pipeline_id", "status", "trigger_type", "start_date",
+               "end_date", "rows_written", "duration_ms", "created_at", "error_message"]
+STEP_COLUMNS = ["step_id", "ps_type", "status", "rows_processed", "duration_ms", "error_message"]
+
+
+def cmd_runs(settings, args) -> int:
+    from beam_pipelines.metastore import MetastoreSpec
+
+    metastore = MetastoreSpec.from_settings(settings).open()
+    if args.runs_command == "show":
+        run = metastore.get_run(args.run_id)
+        if run is None:
+            raise NotFoundError(f"run {args.run_id!r} does not exist")
+        steps = metastore.list_steps(args.run_id)
+        if args.format == "json":
+            print(json.dumps({**run, "steps": steps}, indent=2, default=str))
+        else:
+            width = max(len(k) for k in run)
+            for key, value in run.items():
+                print(f"{key.ljust(width)}  {'' if value is None else value}")
+            print()
+            print(render(STEP_COLUMNS, [tuple(s[c] for c in STEP_COLUMNS) for s in steps]))
+        return 0
+    runs = metastore.list_runs(org_slug=args.org, status=args.status, limit=args.limit)
+    if args.format == "json":
+        print(json.dumps(runs, indent=2, default=str))
+    else:
+        print(render(RUN_COLUMNS, [tuple(r[c] for c in RUN_COLUMNS) for r in runs]))
+    return 0
+
+
+def cmd_query(settings, args) -> int:
+    from beam_pipelines.warehouse.local import LocalWarehouse
+
+    columns, rows = LocalWarehouse(settings.warehouse_dir).query(args.sql)
+    print(render(columns, rows, args.format))
+    return 0
+
+
+def cmd_simulate(settings, args) -> int:
+    from beam_pipelines.testing.simulator import ProviderSimulator
+
+    sim = ProviderSimulator(args.host, args.port, idle_timeout=args.idle_timeout)
+    print(f"provider simulator on {sim.url}  (OPENAI_BASE_URL={sim.openai_base_url})", flush=True)
+    try:
+        sim.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_dev(settings, args) -> int:
+    from beam_pipelines.dev.seed import seed_org
+
+    if args.dev_command == "seed-org":
+        created = seed_org(settings, args.slug, subscription=args.subscription,
+                           openai_admin_key=args.openai_admin_key, trial_ends=args.trial_ends,
+                           daily_quota=args.daily_quota)
+        if args.json:
+            print(json.dumps(created))
+        else:
+            print(f"org {created['org_slug']} ready ({args.subscription}).")
+            print(f"API key (shown once, store it now): {created['api_key']}")
+        return 0
+    raise ConvergenceError(f"unknown dev command {args.dev_command}")
+
+
+DEMO_ORGS = ("acme_demo", "globex_demo")
+
+
+def cmd_demo(settings, args) -> int:
+    from beam_pipelines.dev.seed import seed_org
+    from beam_pipelines.pipeline.dates import utc_today
+    from beam_pipelines.pipeline.run import RunRequest
+    from beam_pipelines.testing.simulator import ProviderSimulator
+    from beam_pipelines.warehouse.local import LocalWarehouse
+
+    end = utc_today() - timedelta(days=1)
+    start = end - timedelta(days=args.days - 1)
+    with ProviderSimulator() as sim:
+        print(f"1/4 provider simulator listening on {sim.url}")
+        settings = dataclasses.replace(settings, openai_base_url=sim.openai_base_url)
+        for org in DEMO_ORGS:
+            seed_org(settings, org)
+        print(f"2/4 seeded demo orgs {', '.join(DEMO_ORGS)} (credentials encrypted under {settings.home})")
+        print(f"3/4 running openai/cost/usage_cost for {start} .. {end}")
+        request = RunRequest("openai/cost/usage_cost", orgs=list(DEMO_ORGS), start_date=start, end_date=end, trigger="demo")
+        code = _run_and_report(settings, request)
+    print("4/4 cost summary (USD, both orgs), day x model:")
+    warehouse = LocalWarehouse(settings.warehouse_dir)
+    union = " UNION ALL ".join(
+        f"SELECT * FROM {settings.org_dataset(org)}.openai_cost_daily" for org in DEMO_ORGS
+    )
+    where = f"usage_date BETWEEN DATE '{start}' AND DATE '{end}'"
+    columns, rows = warehouse.query(
+        f"PIVOT (SELECT usage_date, price_model AS model, total_cost_usd"
+        f" FROM ({union}) WHERE {where} AND pricing_status = 'PRICED') ON model USING round(SUM(total_cost_usd), 2) ORDER BY usage_date"
+    )
+    print(render(columns, rows))
+    columns, rows = warehouse.query(
+        f"SELECT org_slug, COUNT(*) AS usage_rows, round(SUM(total_cost_usd), 2) AS total_cost_usd,"
+        f" COUNT(*) FILTER (WHERE pricing_status = 'UNPRICED') AS unpriced_rows,"
+        f" string_agg(DISTINCT model, ', ') FILTER (WHERE pricing_status = 'UNPRICED') AS unpriced_models"
+        f" FROM ({union}) WHERE {where} GROUP BY org_slug ORDER BY org_slug"
+    )
+    print(render(columns, rows))
+    print("Query more with: .venv/bin/convergence query \"SELECT ... FROM acme_demo_dev.openai_cost_daily\"")
+    return code

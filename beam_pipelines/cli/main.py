@@ -1,0 +1,106 @@
+"""``convergence``: validate configs, run pipelines, inspect runs, query the warehouse, simulate.
+
+Every command takes ``--configs DIR`` (or ``CONVERGENCE_CONFIGS``). Errors print as one line;
+the detail goes to ``$CONVERGENCE_HOME/logs/convergence.log``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import date
+
+from beam_pipelines.errors import ConvergenceError
+
+log = logging.getLogger("convergence")
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convergence", description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", metavar="DIR", help="configs folder (default: $CONVERGENCE_CONFIGS or ./configs)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr too")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("validate", help="check every pipeline config and the files it names")
+
+    run = sub.add_parser("run", help="run a pipeline locally for one or more orgs")
+    run.add_argument("pipeline", help="provider/domain/pipeline, or provider/pipeline when unique")
+    who = run.add_mutually_exclusive_group(required=True)
+    who.add_argument("--org", action="append", dest="orgs", metavar="SLUG", help="repeatable")
+    who.add_argument("--all-orgs", action="store_true", help="every eligible org (ACTIVE or unexpired TRIAL, with the credential)")
+    run.add_argument("--start-date", type=_day, help="first UTC day (default: yesterday)")
+    run.add_argument("--end-date", type=_day, help="last UTC day, inclusive (default: start date or yesterday)")
+    run.add_argument("--runner", default=None, help="Beam runner (default: FnApiRunner, the DirectRunner's engine)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    runs = sub.add_parser("runs", help="list recorded runs, or `runs show ID`")
+    runs.add_argument("--org", metavar="SLUG")
+    runs.add_argument("--status", choices=["QUEUED", "RUNNING", "COMPLETED", "FAILED"])
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--format", choices=["table", "json"], default="table")
+    runs_sub = runs.add_subparsers(dest="runs_command")
+    show = runs_sub.add_parser("show", help="one run with its steps")
+    show.add_argument("run_id")
+    show.add_argument("--format", choices=["table", "json"], default="table")
+
+    query = sub.add_parser("query", help="SQL over the local warehouse (BigQuery names: acme_dev.openai_cost_daily)")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    simulate = sub.add_parser("simulate", help="serve the provider simulator on loopback")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8787)
+    simulate.add_argument("--idle-timeout", type=float, default=None, help="stop after N idle seconds")
+
+    dev = sub.add_parser("dev", help="local set-up helpers (refused in production)")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    seed = dev_sub.add_parser("seed-org", help="create or re-seed a local org")
+    seed.add_argument("slug")
+    seed.add_argument("--subscription", choices=["ACTIVE", "TRIAL", "SUSPENDED", "CANCELLED"], default="ACTIVE")
+    seed.add_argument("--openai-admin-key", metavar="KEY", help="default: a key the simulator accepts")
+    seed.add_argument("--trial-ends", type=_day, metavar="YYYY-MM-DD")
+    seed.add_argument("--daily-quota", type=int, metavar="N")
+    seed.add_argument("--json", action="store_true", help='print {"org_slug": ..., "api_key": ...}')
+
+    demo = sub.add_parser("demo", help="simulator + two demo orgs + the last 7 days + a cost summary")
+    demo.add_argument("--days", type=int, default=7)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from beam_pipelines.cli import commands
+    from beam_pipelines.cli.logs import setup_logging
+    from beam_pipelines.settings import load_settings
+
+    try:
+        settings = load_settings(args.configs)
+        setup_logging(settings.log_dir, args.verbose)
+        handler = getattr(commands, f"cmd_{args.command}")
+        return handler(settings, args) or 0
+    except ConvergenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unexpected: one line for the user, the traceback in the log
+        log.exception("unexpected error")
+        print(f"error: {type(exc).__name__}: {exc} (details in the log)", file=sys.stderr)
+        return 1
+
+
+def _json(obj) -> str:
+    return json.dumps(obj, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

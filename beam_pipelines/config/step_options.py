@@ -1,0 +1,43 @@
+"""Options of each step type, validated when a config is loaded (before any Beam code runs).
+
+Each model rejects unknown keys, so a typo in a config is an error that names the key rather than
+a silently ignored setting.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpFetchOptions(StrictModel):
+    """Common to every step that pages through a provider's HTTP API."""
+
+    page_limit: int = Field(31, ge=1, le=31, description="buckets per page (1d buckets: max 31)")
+    max_concurrency: int = Field(8, ge=1, le=64, description="orgs fetched at once per worker")
+    max_retries: int = Field(6, ge=0, le=20)
+    backoff_seconds: float = Field(1.0, gt=0, le=60, description="first retry delay")
+    backoff_max_seconds: float = Field(60.0, gt=0, le=600)
+    timeout_seconds: float = Field(60.0, gt=0, le=600)
+
+
+class OpenAIUsageOptions(HttpFetchOptions):
+    bucket_width: Literal["1d"] = "1d"
+    group_by: tuple[
+        Literal["model", "project_id", "api_key_id", "batch", "service_tier", "user_id"], ...
+    ] = ("model", "project_id", "api_key_id", "batch", "service_tier")
+
+
+class CostOptions(StrictModel):
+    pricing_file: str = Field(description="price list CSV, relative to the configs folder")
+
+
+class LoadOptions(StrictModel):
+    table: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    schema_file: str = Field(description="BigQuery JSON schema, relative to the configs folder")
+    partition_field: str = "usage_date"
+    cluster_by: tuple[str, ...] = Field(default=(), max_length=4)

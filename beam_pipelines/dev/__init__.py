@@ -1,0 +1,1 @@
+"""Developer conveniences for the embedded default (refused in production)."""

@@ -1,0 +1,55 @@
+"""Compile a validated pipeline config into a Beam graph.
+
+    Create(org work items) → Reshuffle → extract (decrypt + fetch) → transforms → loads → run log
+
+Steps are looked up in the registry by ``ps_type``. Load steps are applied after every other
+step, so each receives the complete set of failed runs as a side input and writes nothing for
+an org that failed anywhere upstream.
+"""
+from __future__ import annotations
+
+import apache_beam as beam
+
+from beam_pipelines.registry import lookup
+from beam_pipelines.transforms.context import RunContext
+from beam_pipelines.transforms.elements import WorkItem
+from beam_pipelines.transforms.runlog import RecordRunLog
+
+
+def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkItem]):
+    """Add the pipeline's graph to ``p``; returns the PCollection of (run_id, final status)."""
+    items = (
+        p
+        | "CreateOrgWorkItems" >> beam.Create(work_items)
+        | "SpreadOrgs" >> beam.Reshuffle()
+    )
+    outputs: dict[str, beam.PCollection] = {}
+    events: list[beam.PCollection] = []
+    loads = []
+    for step in ctx.pipeline.config.steps:
+        entry = lookup(step.ps_type)
+        options = entry.options.model_validate(step.options)
+        transform_cls = entry.load_transform()
+        if entry.kind == "load":
+            loads.append((step, options, transform_cls))
+            continue
+        source = items if entry.kind == "extract" else outputs[step.input]
+        result = source | transform_cls(step, options, ctx)
+        outputs[step.step_id] = result["main"]
+        events.append(result["events"])
+
+    failed_runs = (
+        tuple(events)
+        | "UpstreamEvents" >> beam.Flatten()
+        | "FailedOnly" >> beam.Filter(lambda e: e.failed)
+        | "FailedRunIds" >> beam.Map(lambda e: e.run_id)
+        | "DistinctFailed" >> beam.Distinct()
+    )
+    for step, options, transform_cls in loads:
+        result = outputs[step.input] | transform_cls(
+            step, options, ctx, work_items=items, failed_runs=failed_runs
+        )
+        events.append(result["events"])
+
+    all_events = tuple(events) | "AllEvents" >> beam.Flatten()
+    return p | "RunLog" >> RecordRunLog(ctx.metastore, items, all_events)

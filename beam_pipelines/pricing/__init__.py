@@ -1,0 +1,1 @@
+"""Price lists and cost maths: plain Python and pandas, tested without Beam."""

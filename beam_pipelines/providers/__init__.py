@@ -1,0 +1,1 @@
+"""Provider API clients. All HTTP concerns live in ``http.ProviderClient``; providers are thin."""

@@ -1,0 +1,178 @@
+"""The one place for provider HTTP concerns: session, retries with backoff, pagination, validation.
+
+Provider clients subclass :class:`ProviderClient` and declare only what differs: auth headers,
+how to read an error body, which answers are transient, and the page model. Retries use
+``tenacity``: transient answers (429, 5xx, provider-specific overload codes, connection errors and
+timeouts) are retried with exponential backoff and full jitter, honouring ``Retry-After`` when the
+provider sends one, up to ``max_retries``; anything else fails at once with the provider's message.
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import requests
+from pydantic import BaseModel, ValidationError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from beam_pipelines.errors import MalformedResponseError, ProviderError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 6
+    backoff_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_options(cls, options) -> RetryPolicy:
+        return cls(options.max_retries, options.backoff_seconds, options.backoff_max_seconds,
+                   options.timeout_seconds)
+
+
+class TransientError(Exception):
+    """An answer worth retrying; ``retry_after`` is the server's hint in seconds, if any."""
+
+    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+class ProviderClient:
+    provider = "provider"
+    retry_statuses: frozenset[int] = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+    def __init__(self, base_url: str, policy: RetryPolicy | None = None,
+                 session: requests.Session | None = None, sleep: Callable[[float], None] = time.sleep):
+        self.base_url = base_url.rstrip("/")
+        self.policy = policy or RetryPolicy()
+        self.session = session or requests.Session()
+        self._sleep = sleep
+        self.requests_made = 0
+
+    # provider hooks ---------------------------------------------------------------------------
+    def auth_headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def error_message(self, response: requests.Response) -> str:
+        """The provider's own error message from an error body (never echoes request headers)."""
+        return (response.text or "").strip()[:300] or response.reason or "no error message"
+
+    def is_transient(self, response: requests.Response, message: str) -> bool:
+        return response.status_code in self.retry_statuses
+
+    # machinery --------------------------------------------------------------------------------
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.policy.backoff_max_seconds)
+        jitter = wait_exponential_jitter(
+            initial=self.policy.backoff_seconds, max=self.policy.backoff_max_seconds,
+            jitter=self.policy.backoff_seconds,
+        )
+        return jitter(state)
+
+    def _attempt(self, url: str, params: list[tuple[str, str]]) -> requests.Response:
+        self.requests_made += 1
+        try:
+            response = self.session.get(
+                url, params=params, headers=self.auth_headers(), timeout=self.policy.timeout_seconds
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"{type(exc).__name__} calling {url}") from None
+        if response.status_code < 400:
+            return response
+        message = self.error_message(response)
+        if self.is_transient(response, message):
+            raise TransientError(
+                message, response.status_code, parse_retry_after(response.headers.get("Retry-After"))
+            )
+        raise ProviderError(self.provider, message, response.status_code)
+
+    def get_json(self, path: str, params: list[tuple[str, str]]) -> dict:
+        url = f"{self.base_url}{path}"
+        retrying = Retrying(
+            stop=stop_after_attempt(self.policy.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(TransientError),
+            sleep=self._sleep,
+            reraise=True,
+            before_sleep=lambda s: log.warning(
+                "%s: retrying %s after %s (attempt %d)", self.provider, path,
+                s.outcome.exception(), s.attempt_number,
+            ),
+        )
+        try:
+            response = retrying(self._attempt, url, params)
+        except TransientError as exc:
+            raise ProviderError(
+                self.provider, f"gave up after {self.policy.max_retries + 1} attempts: {exc}", exc.status
+            ) from None
+        try:
+            return response.json()
+        except ValueError:
+            raise MalformedResponseError(
+                self.provider, f"{path}: response is not valid JSON", response.status_code
+            ) from None
+
+    def paginate(self, path: str, params: list[tuple[str, str]], page_model: type[BaseModel],
+                 cursor_param: str = "page") -> Iterator[BaseModel]:
+        """Yield validated pages in cursor order until ``has_more`` is false.
+
+        Fails closed on a page that does not match ``page_model``, on ``has_more`` without a
+        cursor, and on a cursor seen before (a server loop would otherwise never end).
+        """
+        seen: set[str] = set()
+        cursor: str | None = None
+        number = 0
+        while True:
+            number += 1
+            query = list(params) + ([(cursor_param, cursor)] if cursor else [])
+            body = self.get_json(path, query)
+            try:
+                page = page_model.model_validate(body)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "(root)"
+                raise MalformedResponseError(
+                    self.provider,
+                    f"{path}: malformed page {number}: {where}: {first['msg']}"
+                    + (f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""),
+                ) from None
+            yield page
+            if not page.has_more:
+                return
+            cursor = page.next_page
+            if not cursor:
+                raise MalformedResponseError(self.provider, f"{path}: page {number} has_more without next_page")
+            if cursor in seen:
+                raise MalformedResponseError(self.provider, f"{path}: page {number} repeats cursor {cursor!r}")
+            seen.add(cursor)

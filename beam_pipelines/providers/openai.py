@@ -1,0 +1,141 @@
+"""OpenAI organization usage API: ``GET /organization/usage/completions`` (admin key).
+
+Field semantics follow OpenAI's published OpenAPI spec: ``input_tokens`` includes cached and
+cache-write tokens; newer count fields are optional; grouping fields are null when not grouped.
+Unknown extra fields are tolerated (kept out of the row), missing required ones fail the page.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from typing import Literal
+
+import requests
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, StrictBool, StrictInt
+
+from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+
+USAGE_PATH = "/organization/usage/completions"
+COUNT_FIELDS = (
+    "input_tokens", "input_cached_tokens", "input_cache_write_tokens", "input_uncached_tokens",
+    "output_tokens", "input_text_tokens", "output_text_tokens", "input_cached_text_tokens",
+    "input_audio_tokens", "input_cached_audio_tokens", "output_audio_tokens", "input_image_tokens",
+    "input_cached_image_tokens", "output_image_tokens", "num_model_requests",
+)
+GROUP_FIELDS = ("project_id", "api_key_id", "user_id", "model", "batch", "service_tier")
+
+
+class CompletionsResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    object: Literal["organization.usage.completions.result"]
+    input_tokens: NonNegativeInt
+    output_tokens: NonNegativeInt
+    num_model_requests: NonNegativeInt
+    input_cached_tokens: NonNegativeInt | None = None
+    input_cache_write_tokens: NonNegativeInt | None = None
+    input_uncached_tokens: NonNegativeInt | None = None
+    input_text_tokens: NonNegativeInt | None = None
+    output_text_tokens: NonNegativeInt | None = None
+    input_cached_text_tokens: NonNegativeInt | None = None
+    input_audio_tokens: NonNegativeInt | None = None
+    input_cached_audio_tokens: NonNegativeInt | None = None
+    output_audio_tokens: NonNegativeInt | None = None
+    input_image_tokens: NonNegativeInt | None = None
+    input_cached_image_tokens: NonNegativeInt | None = None
+    output_image_tokens: NonNegativeInt | None = None
+    project_id: str | None = None
+    api_key_id: str | None = None
+    user_id: str | None = None
+    model: str | None = None
+    batch: StrictBool | None = None
+    service_tier: str | None = None
+
+
+class UsageBucket(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    object: Literal["bucket"]
+    start_time: StrictInt
+    end_time: StrictInt
+    results: list[CompletionsResult]
+
+
+class UsagePage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    object: Literal["page"]
+    data: list[UsageBucket]
+    has_more: StrictBool
+    next_page: str | None
+
+
+def unix(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+
+
+def row_key(*parts: object) -> str:
+    """A deterministic key for a row's natural key, identical across re-runs."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
+
+
+class OpenAIUsageClient(ProviderClient):
+    provider = "openai"
+
+    def __init__(self, admin_key: str, base_url: str, policy: RetryPolicy | None = None, **kwargs):
+        super().__init__(base_url, policy, **kwargs)
+        self._admin_key = admin_key
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAIUsageClient(base_url={self.base_url!r})"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._admin_key}"}
+
+    def error_message(self, response: requests.Response) -> str:
+        try:
+            error = response.json().get("error") or {}
+            message = error.get("message")
+            if message:
+                return f"{error.get('type') or error.get('code') or 'error'}: {message}"
+        except (ValueError, AttributeError):
+            pass
+        return super().error_message(response)
+
+    def is_transient(self, response: requests.Response, message: str) -> bool:
+        # An exhausted quota answers 429 too, but waiting will not help: fail the org at once.
+        if response.status_code == 429 and "insufficient_quota" in message:
+            return False
+        return super().is_transient(response, message)
+
+    def completions_pages(self, start: date, end_inclusive: date, page_limit: int = 31,
+                          group_by: tuple[str, ...] = ("model", "project_id", "api_key_id", "batch", "service_tier"),
+                          now: datetime | None = None) -> Iterator[UsagePage]:
+        """Pages of daily buckets covering the UTC days ``start``..``end_inclusive``."""
+        end_time = min(unix(end_inclusive + timedelta(days=1)), int((now or datetime.now(timezone.utc)).timestamp()))
+        params = [("start_time", str(unix(start))), ("end_time", str(end_time)),
+                  ("bucket_width", "1d"), ("limit", str(page_limit))]
+        params += [("group_by[]", g) for g in group_by]
+        yield from self.paginate(USAGE_PATH, params, UsagePage)
+
+
+def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime) -> list[dict]:
+    """Flatten a page into rows of ``openai_usage_daily_raw`` (one per bucket result)."""
+    rows = []
+    for bucket in page.data:
+        start = datetime.fromtimestamp(bucket.start_time, timezone.utc)
+        day = start.date()
+        for result in bucket.results:
+            row = {
+                "usage_date": day,
+                "org_slug": org_slug,
+                "row_key": row_key(org_slug, day, *(getattr(result, f) for f in GROUP_FIELDS)),
+                "run_id": run_id,
+                "bucket_start_time": start,
+                "bucket_end_time": datetime.fromtimestamp(bucket.end_time, timezone.utc),
+                "loaded_at": loaded_at,
+            }
+            for name in GROUP_FIELDS + COUNT_FIELDS:
+                row[name] = getattr(result, name)
+            rows.append(row)
+    return rows

@@ -1,0 +1,45 @@
+"""The transforms registry: each ``ps_type`` names the PTransform that implements it.
+
+Entries hold the options model (validated at config load, without Beam) and the dotted path of
+the transform class, imported only when a graph is built, so the launcher can validate configs
+without importing apache_beam. To add a step type: write the transform, add one entry here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+from beam_pipelines.config import step_options
+
+StepKind = Literal["extract", "transform", "load"]
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    kind: StepKind
+    options: type[BaseModel]
+    transform: str  # "module:ClassName"
+
+    def load_transform(self) -> type:
+        module_name, _, class_name = self.transform.partition(":")
+        return getattr(importlib.import_module(module_name), class_name)
+
+
+REGISTRY: dict[str, RegistryEntry] = {
+    "openai.usage": RegistryEntry(
+        "extract", step_options.OpenAIUsageOptions, "beam_pipelines.transforms.openai:ExtractOpenAIUsage"
+    ),
+    "openai.cost": RegistryEntry(
+        "transform", step_options.CostOptions, "beam_pipelines.transforms.openai:PriceOpenAIUsage"
+    ),
+    "warehouse.load": RegistryEntry(
+        "load", step_options.LoadOptions, "beam_pipelines.transforms.load:LoadPartitions"
+    ),
+}
+
+
+def lookup(ps_type: str) -> RegistryEntry | None:
+    return REGISTRY.get(ps_type)

@@ -1,0 +1,1 @@
+"""Beam transforms: thin wrappers that compose the plain-Python domain logic."""

@@ -1,0 +1,52 @@
+"""What flows through the graph. None of these ever holds a secret.
+
+- ``WorkItem``: one org's share of a run (org, run id, UTC date range): the ``Create`` input.
+- ``OrgBatch``: a page-sized batch of one org's rows as a DataFrame. Rows move in batches because
+  per-element overhead dominates Beam Python.
+- ``StepEvent``: what a step did for an org (rows, timing, or the error that failed the org);
+  the run-log stage folds them into the org's run record and step logs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import NamedTuple
+
+import pandas as pd
+
+
+class WorkItem(NamedTuple):
+    org_slug: str
+    run_id: str
+    start_date: date
+    end_date: date
+
+    def days(self) -> list[date]:
+        return [self.start_date + timedelta(days=i) for i in range((self.end_date - self.start_date).days + 1)]
+
+
+class OrgBatch(NamedTuple):
+    org_slug: str
+    run_id: str
+    rows: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    run_id: str
+    org_slug: str
+    step_id: str
+    ps_type: str
+    kind: str  # extract | transform | load
+    rows: int = 0
+    error: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+EVENTS = "events"

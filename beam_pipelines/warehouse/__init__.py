@@ -1,0 +1,1 @@
+"""Where data rows land: the local Parquet warehouse (embedded default) or BigQuery."""

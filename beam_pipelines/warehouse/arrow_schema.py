@@ -1,0 +1,51 @@
+"""BigQuery JSON schema → Arrow schema, and conversion of a batch DataFrame to a checked table."""
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+from beam_pipelines.config.schema import Field, TableSchema
+from beam_pipelines.errors import WarehouseError
+
+SCALARS = {
+    "STRING": pa.string(), "JSON": pa.string(), "BYTES": pa.binary(),
+    "INTEGER": pa.int64(), "INT64": pa.int64(), "FLOAT": pa.float64(), "FLOAT64": pa.float64(),
+    "NUMERIC": pa.float64(), "BIGNUMERIC": pa.float64(), "BOOLEAN": pa.bool_(), "BOOL": pa.bool_(),
+    "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATETIME": pa.timestamp("us"),
+    "TIME": pa.time64("us"),
+}
+
+
+def arrow_type(field: Field) -> pa.DataType:
+    if field.type in ("RECORD", "STRUCT"):
+        base = pa.struct([arrow_field(f) for f in field.fields])
+    else:
+        base = SCALARS[field.type]
+    return pa.list_(base) if field.mode == "REPEATED" else base
+
+
+def arrow_field(field: Field) -> pa.Field:
+    return pa.field(field.name, arrow_type(field), nullable=not field.required)
+
+
+def arrow_schema(schema: TableSchema) -> pa.Schema:
+    return pa.schema([arrow_field(f) for f in schema.fields])
+
+
+def to_arrow(frame: pd.DataFrame, schema: TableSchema, table: str) -> pa.Table:
+    """Cast a batch to the table's schema; a missing column or a NULL in a REQUIRED one is an error."""
+    target = arrow_schema(schema)
+    missing = [n for n in target.names if n not in frame.columns]
+    if missing:
+        raise WarehouseError(f"{table}: rows lack column(s) {missing}")
+    extra = [c for c in frame.columns if c not in target.names]
+    if extra:
+        raise WarehouseError(f"{table}: rows have column(s) not in the schema {extra}")
+    try:
+        result = pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
+        raise WarehouseError(f"{table}: rows do not fit the schema: {exc}") from None
+    for field in schema.fields:
+        if field.required and result.column(field.name).null_count:
+            raise WarehouseError(f"{table}: REQUIRED column {field.name!r} has NULL values")
+    return result

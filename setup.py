@@ -1,0 +1,47 @@
+"""Packaging for the Convergence data pipeline.
+
+The same package is installed on the developer's machine, in the launcher service and in the
+Dataflow worker image, so every runtime dependency is pinned here (Beam's own pins decide the
+numpy/pandas/pyarrow versions it can live with).
+"""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "google-cloud-kms==3.18.0",
+    "google-cloud-secret-manager==2.32.0",
+    "google-cloud-bigquery==3.47.0",
+    "cryptography==50.0.2",
+    "pydantic==2.14.4",
+    "PyYAML==6.0.4",
+    "requests==2.34.2",
+    "urllib3==2.8.0",
+    "pandas==3.1.1",
+    "pyarrow==25.0.1",
+    "duckdb==2.0.1",
+    "croniter==7.0.0",
+    "tqdm==4.70.1",
+    "filelock==4.3.1",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest==9.2.0",
+        "pytest-timeout==2.4.0",
+        "jsonschema==4.26.0",
+        "ruff==0.17.6",
+        "psutil==7.2.2",
+    ],
+}
+
+setup(
+    name="convergence-data-pipeline",
+    version="0.1.0",
+    description="Multi-tenant cost pipelines (OpenAI, Anthropic, GCP billing) on Apache Beam",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["beam_pipelines", "beam_pipelines.*"]),
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["convergence=beam_pipelines.cli.main:main"]},
+)
