@@ -73,6 +73,17 @@ class TokenPrice:
         )
 
 
+def _fill_batch_gaps(batch: TokenPrice, standard: TokenPrice) -> TokenPrice:
+    """A batch row may publish only some rates; the others are 50% of the standard ones."""
+    derived = standard.batch_discounted()
+    gaps = {
+        attr: getattr(derived, attr)
+        for attr in ("cached_input", "audio_input", "audio_output")
+        if getattr(batch, attr) is None and getattr(derived, attr) is not None
+    }
+    return replace(batch, **gaps) if gaps else batch
+
+
 def model_family(model: str) -> str:
     return DATE_SUFFIX.sub("", model)
 
@@ -121,16 +132,14 @@ class PriceList:
         if price_model is None:
             return None
         owners = (org_slug, None) if org_slug else (None,)
+        standard = None
+        if tier == "batch":
+            standard = next((p for o in owners if (p := self._effective(o, price_model, STANDARD_TIER, day))), None)
         for owner in owners:
             found = self._effective(owner, price_model, tier, day)
             if found is not None:
-                return found
-        if tier == "batch":
-            for owner in owners:
-                standard = self._effective(owner, price_model, STANDARD_TIER, day)
-                if standard is not None:
-                    return standard.batch_discounted()
-        return None
+                return _fill_batch_gaps(found, standard) if standard else found
+        return standard.batch_discounted() if standard else None
 
 
 def _number(value: str, source: str, line: int, column: str, required: bool) -> float | None:

@@ -1,0 +1,133 @@
+"""The OpenAI usage client against the loopback simulator: paging, retries, failing closed."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import pytest
+import requests
+
+from beam_pipelines.errors import MalformedResponseError, ProviderError
+from beam_pipelines.providers.http import RetryPolicy
+from beam_pipelines.providers.openai import OpenAIUsageClient, usage_rows
+from beam_pipelines.testing.simulator import openai_data
+
+KEY = "sk-admin-sim-client-test"
+START, END = date(2026, 3, 2), date(2026, 3, 4)
+LOADED = datetime(2026, 3, 5, tzinfo=timezone.utc)
+
+
+class Sleeps(list):
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+def client(sim, key=KEY, retries=4):
+    sleeps = Sleeps()
+    policy = RetryPolicy(max_retries=retries, backoff_seconds=0.5, backoff_max_seconds=8, timeout_seconds=2)
+    return OpenAIUsageClient(key, sim.openai_base_url, policy, sleep=sleeps), sleeps
+
+
+def fetch_rows(c):
+    return [row for page in c.completions_pages(START, END, page_limit=31) for row in usage_rows(page, "acme", "r", LOADED)]
+
+
+def expected_results():
+    return [r for d in (date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)) for r in openai_data.day_results(KEY, d)]
+
+
+def test_pages_through_every_result_in_cursor_order(simulator):
+    c, _ = client(simulator)
+    rows = fetch_rows(c)
+    expected = expected_results()
+    assert c.requests_made > 3, "a day spans several pages"
+    assert len(rows) == len(expected)
+    assert [r["input_tokens"] for r in rows] == [e["input_tokens"] for e in expected]
+    assert sorted({r["usage_date"] for r in rows}) == [date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)]
+    assert len({r["row_key"] for r in rows}) == len(rows)
+
+
+def test_sends_the_documented_request(simulator, monkeypatch):
+    seen = []
+    original = requests.Session.get
+
+    def spy(self, url, params=None, headers=None, timeout=None):
+        seen.append((url, params, headers))
+        return original(self, url, params=params, headers=headers, timeout=timeout)
+
+    monkeypatch.setattr(requests.Session, "get", spy)
+    c, _ = client(simulator)
+    next(c.completions_pages(START, END))
+    url, params, headers = seen[0]
+    assert url == simulator.openai_base_url + "/organization/usage/completions"
+    assert headers == {"Authorization": f"Bearer {KEY}"}
+    params = dict(params) | {"group_by[]": [v for k, v in params if k == "group_by[]"]}
+    assert params["start_time"] == "1772409600"  # 2026-03-02T00:00Z
+    assert params["end_time"] == "1772668800"  # 2026-03-05T00:00Z, exclusive
+    assert params["bucket_width"] == "1d"
+    assert params["group_by[]"] == ["model", "project_id", "api_key_id", "batch", "service_tier"]
+
+
+def test_429_honours_retry_after_and_500_backs_off(simulator):
+    simulator.faults.add(KEY, ["429:3", "500", "503"])
+    c, sleeps = client(simulator)
+    rows = fetch_rows(c)
+    assert len(rows) == len(expected_results())
+    assert sleeps[0] == 3.0
+    assert len(sleeps) == 3 and all(0 < s <= 8 for s in sleeps[1:])
+
+
+def test_slow_response_times_out_and_is_retried(simulator):
+    simulator.faults.add(KEY, ["slow:3"])
+    c, sleeps = client(simulator)
+    assert len(fetch_rows(c)) == len(expected_results())
+    assert len(sleeps) == 1
+
+
+def test_gives_up_after_bounded_retries(simulator):
+    simulator.faults.add(KEY, ["500"] * 10)
+    c, sleeps = client(simulator, retries=3)
+    with pytest.raises(ProviderError, match="gave up after 4 attempts"):
+        fetch_rows(c)
+    assert len(sleeps) == 3
+
+
+def test_exhausted_quota_is_not_retried(simulator):
+    simulator.faults.add(KEY, ["spend-limit"])
+    c, sleeps = client(simulator)
+    with pytest.raises(ProviderError, match="HTTP 429: insufficient_quota"):
+        fetch_rows(c)
+    assert sleeps == []
+
+
+def test_rejected_key_fails_with_openai_message_and_no_key(simulator):
+    c, sleeps = client(simulator, key="sk-proj-not-an-admin-key")
+    with pytest.raises(ProviderError) as exc:
+        fetch_rows(c)
+    assert "HTTP 401" in str(exc.value) and "Admin API key" in str(exc.value)
+    assert "sk-proj" not in str(exc.value)
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("malformed", "response is not valid JSON"),
+    ("bad-schema", "malformed page 1: data: Input should be a valid list"),
+])
+def test_fails_closed_on_bad_pages(simulator, fault, message):
+    simulator.faults.add(KEY, [fault])
+    c, _ = client(simulator)
+    with pytest.raises(MalformedResponseError, match=message):
+        fetch_rows(c)
+
+
+def test_fails_closed_on_a_repeated_cursor(simulator):
+    c, _ = client(simulator)
+    pages = c.completions_pages(START, END)
+    next(pages)  # page 1 is served normally; page 2 answers with the cursor it was asked with
+    simulator.faults.add(KEY, ["repeat-cursor"])
+    with pytest.raises(MalformedResponseError, match="page 2 repeats cursor"):
+        list(pages)
+
+
+def test_client_repr_never_shows_the_key(simulator):
+    c, _ = client(simulator)
+    assert KEY not in repr(c)
