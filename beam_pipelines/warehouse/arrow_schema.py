@@ -41,11 +41,11 @@ def to_arrow(frame: pd.DataFrame, schema: TableSchema, table: str) -> pa.Table:
     extra = [c for c in frame.columns if c not in target.names]
     if extra:
         raise WarehouseError(f"{table}: rows have column(s) not in the schema {extra}")
+    for field in schema.fields:
+        if field.required and frame[field.name].isna().any():
+            raise WarehouseError(f"{table}: REQUIRED column {field.name!r} has NULL values")
     try:
         result = pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False, safe=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
         raise WarehouseError(f"{table}: rows do not fit the schema: {exc}") from None
-    for field in schema.fields:
-        if field.required and result.column(field.name).null_count:
-            raise WarehouseError(f"{table}: REQUIRED column {field.name!r} has NULL values")
     return result
