@@ -1,0 +1,166 @@
+"""The OpenAI usage & cost pipeline end to end on the FnApiRunner against the simulator."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, datetime, timedelta, timezone
+
+import apache_beam as beam
+import pytest
+import requests
+
+from beam_pipelines.config import load_pipeline
+from beam_pipelines.dev.seed import seed_org
+from beam_pipelines.metastore import MetastoreSpec
+from beam_pipelines.pipeline import run as run_module
+from beam_pipelines.pipeline.compiler import compile_pipeline
+from beam_pipelines.pipeline.run import RunRequest, plan_runs, run_pipeline
+from beam_pipelines.providers.openai import unix
+from beam_pipelines.testing.simulator import openai_data
+from beam_pipelines.transforms.context import RunContext
+from beam_pipelines.warehouse.local import LocalWarehouse
+from tests.conftest import CONFIGS
+
+PIPELINE = "openai/cost/usage_cost"
+
+
+def run(settings, orgs, start, end):
+    return run_pipeline(settings, RunRequest(PIPELINE, orgs=orgs, start_date=start, end_date=end))
+
+
+def days(start, end):
+    return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def query(settings, sql):
+    return LocalWarehouse(settings.warehouse_dir).query(sql)[1]
+
+
+def test_warehouse_totals_match_the_simulator_and_reruns_are_identical(settings, past_days):
+    start, end = past_days
+    for org in ("acme", "globex"):
+        seed_org(settings, org)
+    result = run(settings, ["acme", "globex"], start, end)
+    assert [r["status"] for r in result.runs] == ["COMPLETED", "COMPLETED"]
+    for org in ("acme", "globex"):
+        expected = defaultdict(lambda: [0, 0, 0, 0])
+        for day in days(start, end):
+            for r in openai_data.day_results(f"sk-admin-sim-{org}", day):
+                e = expected[day]
+                e[0] += 1
+                e[1] += r["input_tokens"]
+                e[2] += r["output_tokens"]
+                e[3] += r["num_model_requests"]
+        got = query(settings, f"SELECT usage_date, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
+                              f" SUM(num_model_requests) FROM {org}_dev.openai_cost_daily GROUP BY 1 ORDER BY 1")
+        assert {row[0]: list(row[1:]) for row in got} == dict(expected)
+        run_row = next(r for r in result.runs if r["org_slug"] == org)
+        assert run_row["rows_written"] == 2 * sum(v[0] for v in expected.values())
+
+    columns = "usage_date, org_slug, row_key, model, input_tokens, output_tokens, total_cost_usd, price_version"
+    before = query(settings, f"SELECT {columns} FROM acme_dev.openai_cost_daily ORDER BY row_key")
+    again = run(settings, ["acme"], start, end)
+    assert again.runs[0]["status"] == "COMPLETED"
+    assert query(settings, f"SELECT {columns} FROM acme_dev.openai_cost_daily ORDER BY row_key") == before
+    assert query(settings, "SELECT COUNT(DISTINCT run_id) FROM acme_dev.openai_cost_daily") == [(1,)]
+
+
+def test_costs_match_the_providers_billing(settings, simulator, past_days):
+    start, end = past_days
+    seed_org(settings, "acme")
+    run(settings, ["acme"], start, end)
+    ours = dict(query(settings, "SELECT usage_date, SUM(total_cost_usd) FROM acme_dev.openai_cost_daily"
+                                " WHERE pricing_status = 'PRICED' GROUP BY 1"))
+    params = {"start_time": unix(start), "end_time": unix(end + timedelta(days=1))}
+    billed = requests.get(f"{simulator.openai_base_url}/organization/costs", params=params, timeout=10,
+                          headers={"Authorization": "Bearer sk-admin-sim-acme"}).json()
+    for bucket in billed["data"]:
+        day = datetime.fromtimestamp(bucket["start_time"], timezone.utc).date()
+        assert ours[day] == pytest.approx(sum(r["amount"]["value"] for r in bucket["results"]), abs=1e-4)
+
+
+def test_unknown_model_is_flagged_never_zero(settings, past_days):
+    start, end = past_days
+    seed_org(settings, "acme")
+    run(settings, ["acme"], start, end)
+    rows = query(settings, "SELECT DISTINCT model, total_cost_usd IS NULL, price_version IS NULL"
+                           " FROM acme_dev.openai_cost_daily WHERE pricing_status = 'UNPRICED'")
+    assert rows and all(model.startswith("ft:") and null_cost and null_version for model, null_cost, null_version in rows)
+    assert query(settings, "SELECT COUNT(*) FROM acme_dev.openai_cost_daily WHERE total_cost_usd = 0") == [(0,)]
+
+
+def test_rejected_key_fails_that_org_only_and_writes_nothing_for_it(settings, past_days):
+    start, end = past_days
+    seed_org(settings, "acme")
+    seed_org(settings, "globex", openai_admin_key="sk-proj-not-admin")
+    result = run(settings, ["acme", "globex"], start, end)
+    status = {r["org_slug"]: r for r in result.runs}
+    assert status["acme"]["status"] == "COMPLETED"
+    assert status["globex"]["status"] == "FAILED"
+    assert "extract_usage: openai API HTTP 401" in status["globex"]["error_message"]
+    assert LocalWarehouse(settings.warehouse_dir).read_table("globex_dev", "openai_cost_daily") is None
+    steps = MetastoreSpec.from_settings(settings).open().list_steps(status["globex"]["pipeline_logging_id"])
+    assert [(s["step_id"], s["status"]) for s in steps] == [("extract_usage", "FAILED")]
+
+
+def test_failure_after_some_pages_writes_nothing_for_that_org(settings, simulator, past_days):
+    start, end = past_days
+    seed_org(settings, "acme")
+    seed_org(settings, "globex")
+    # first page served, then the second page is malformed JSON: globex must fail whole
+    simulator.faults.add("sk-admin-sim-globex", ["slow:0", "malformed"])
+    result = run(settings, ["acme", "globex"], start, end)
+    status = {r["org_slug"]: r["status"] for r in result.runs}
+    assert status == {"acme": "COMPLETED", "globex": "FAILED"}
+    assert LocalWarehouse(settings.warehouse_dir).read_table("globex_dev", "openai_usage_daily_raw") is None
+
+
+def test_canary_credential_never_leaves_the_worker(settings, past_days, home):
+    canary = "sk-admin-CANARY-5f0c1e7d9a2b44c1"
+    seed_org(settings, "acme", openai_admin_key=canary)
+    seed_org(settings, "globex", openai_admin_key="sk-CANARY-rejected-3c9d")
+    result = run(settings, ["acme", "globex"], *past_days)
+    assert [r["status"] for r in result.runs] == ["COMPLETED", "FAILED"]
+    # job graph: build the same graph and search its serialized form
+    loaded, items = plan_runs(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=past_days[0], end_date=past_days[1]))
+    p = beam.Pipeline(runner="FnApiRunner")
+    compile_pipeline(p, RunContext.from_settings(settings, loaded, datetime.now(timezone.utc),
+                                                 ("acme",)), items)
+    graph = p.to_runner_api().SerializeToString()
+    for secret in (canary, "sk-CANARY-rejected-3c9d"):
+        assert secret.encode() not in graph
+        for path in home.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"secret found in {path}"
+
+
+def test_crashed_job_closes_every_run_as_failed(settings, past_days, monkeypatch):
+    seed_org(settings, "acme")
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("worker pool lost")
+
+    monkeypatch.setattr(run_module, "compile_pipeline", explode)
+    result = run(settings, ["acme"], *past_days)
+    assert result.runs[0]["status"] == "FAILED"
+    assert result.runs[0]["error_message"] == "job crashed: RuntimeError: worker pool lost"
+
+
+def test_all_orgs_selects_only_eligible_orgs(settings, past_days):
+    seed_org(settings, "acme")
+    seed_org(settings, "trialing", subscription="TRIAL", trial_ends=date.today() + timedelta(days=3))
+    seed_org(settings, "lapsed", subscription="TRIAL", trial_ends=date(2020, 1, 1))
+    seed_org(settings, "suspended", subscription="SUSPENDED")
+    result = run_pipeline(settings, RunRequest(PIPELINE, all_orgs=True, start_date=past_days[0], end_date=past_days[0]))
+    assert sorted(r["org_slug"] for r in result.runs) == ["acme", "trialing"]
+
+
+def test_config_from_another_folder(settings, configs_copy, past_days, monkeypatch):
+    (configs_copy / "openai/cost/usage_cost.yml").rename(configs_copy / "openai/cost/usage_daily.yml")
+    monkeypatch.setenv("CONVERGENCE_CONFIGS", str(configs_copy))
+    from beam_pipelines.settings import load_settings
+
+    other = load_settings()
+    assert load_pipeline(other.configs_dir, "openai/usage_daily").pipeline_id == "openai/cost/usage_daily"
+    with pytest.raises(Exception, match="no such pipeline"):
+        load_pipeline(other.configs_dir, PIPELINE)
+    assert CONFIGS != other.configs_dir

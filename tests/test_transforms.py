@@ -1,0 +1,178 @@
+"""Beam transforms on the FnApiRunner with TestPipeline, assert_that and equal_to."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date, datetime, timezone
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_pipelines.config import load_pipeline
+from beam_pipelines.config.schema import load_schema
+from beam_pipelines.dev.seed import seed_org
+from beam_pipelines.registry import lookup
+from beam_pipelines.settings import load_settings
+from beam_pipelines.transforms.context import RunContext
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StepEvent, WorkItem
+from beam_pipelines.transforms.fetch import FetchOrgs
+from beam_pipelines.transforms.runlog import fold_events
+from beam_pipelines.warehouse.local import LocalWarehouse
+from tests.conftest import CONFIGS
+
+DAY = date(2026, 3, 2)
+NOW = datetime(2026, 3, 3, tzinfo=timezone.utc)
+
+
+def pipeline():
+    return BeamTestPipeline(runner="FnApiRunner")
+
+
+class FakeFetcher:
+    """Two pages per org; org 'broken' fails after its first page; tracks concurrency."""
+
+    provider = "openai"
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+    secrets_seen: list = []
+
+    def __init__(self, delay=0.0):
+        self.delay = delay
+
+    def fetch(self, item, secret, metadata):
+        cls = type(self)
+        with cls.lock:
+            cls.active += 1
+            cls.peak = max(cls.peak, cls.active)
+            cls.secrets_seen.append(secret)
+        try:
+            time.sleep(self.delay)
+            pages = []
+            for page in range(2):
+                if item.org_slug.startswith("broken") and page == 1:
+                    raise RuntimeError(f"upstream exploded using {secret}")
+                pages.append(pd.DataFrame({"row_key": [f"{item.org_slug}-{page}-{i}" for i in range(3)],
+                                           "n": [page] * 3}))
+            return pages
+        finally:
+            with cls.lock:
+                cls.active -= 1
+
+
+@pytest.fixture
+def seeded(home):
+    settings = load_settings()
+    for org in ("acme", "globex", "broken"):
+        seed_org(settings, org)
+    return settings
+
+
+def fetch_graph(settings, items, fetcher, max_concurrency):
+    p = pipeline()
+    ctx = RunContext.from_settings(settings, load_pipeline(CONFIGS, "openai/cost/usage_cost"), NOW)
+    outputs = (
+        p | beam.Create(items)
+        | beam.ParDo(FetchOrgs(fetcher, "extract_usage", "openai.usage", ctx.metastore, ctx.cipher,
+                               max_concurrency)).with_outputs(EVENTS, main="main")
+    )
+    return p, outputs
+
+
+def test_failing_org_goes_to_events_and_others_complete(seeded):
+    items = [WorkItem(o, f"run-{o}", DAY, DAY) for o in ("acme", "globex", "broken")]
+    p, outputs = fetch_graph(seeded, items, FakeFetcher(), 2)
+    batches = outputs.main | "Shape" >> beam.Map(lambda b: (b.org_slug, len(b.rows)))
+    events = outputs[EVENTS] | "Ev" >> beam.Map(lambda e: (e.org_slug, e.rows, e.failed, (e.error or "")[:60]))
+    assert_that(batches, equal_to([("acme", 3), ("acme", 3), ("globex", 3), ("globex", 3)]), label="batches")
+    assert_that(events, equal_to([
+        ("acme", 6, False, ""), ("globex", 6, False, ""),
+        ("broken", 0, True, "RuntimeError: upstream exploded using [REDACTED]"),
+    ]), label="events")
+    p.run().wait_until_finish()
+
+
+def test_fetches_overlap_with_bounded_concurrency(seeded):
+    FakeFetcher.peak = 0
+    FakeFetcher.secrets_seen = []
+    items = [WorkItem("acme", f"run-{i}", DAY, DAY) for i in range(8)]
+    p, outputs = fetch_graph(seeded, items, FakeFetcher(delay=0.2), 3)
+    count = outputs.main | beam.combiners.Count.Globally()
+    assert_that(count, equal_to([16]))
+    p.run().wait_until_finish()
+    assert FakeFetcher.peak == 3
+    assert set(FakeFetcher.secrets_seen) == {"sk-admin-sim-acme"}, "decrypted in the worker from the metastore"
+
+
+def test_price_step_uses_the_price_list_side_input(seeded):
+    loaded = load_pipeline(CONFIGS, "openai/cost/usage_cost")
+    step = next(s for s in loaded.config.steps if s.ps_type == "openai.cost")
+    entry = lookup(step.ps_type)
+    ctx = RunContext.from_settings(seeded, loaded, NOW)
+    rows = pd.DataFrame([{
+        "usage_date": DAY, "org_slug": "acme", "row_key": m, "run_id": "r", "project_id": "p", "api_key_id": "k",
+        "model": m, "batch": False, "service_tier": "default", "input_tokens": 1_000_000,
+        "input_cached_tokens": 0, "output_tokens": 1_000_000, "num_model_requests": 1,
+    } for m in ("gpt-4o-mini-2024-07-18", "mystery-model")])
+    p = pipeline()
+    result = (p | beam.Create([OrgBatch("acme", "r", rows)])
+              | entry.load_transform()(step, entry.options.model_validate(step.options), ctx))
+    costs = result["main"] | beam.FlatMap(
+        lambda b: [(r["model"], r["pricing_status"], None if pd.isna(r["total_cost_usd"]) else round(r["total_cost_usd"], 6))
+                   for r in b.rows.to_dict("records")])
+    assert_that(costs, equal_to([("gpt-4o-mini-2024-07-18", "PRICED", 0.75), ("mystery-model", "UNPRICED", None)]),
+                label="costs")
+    unpriced = result["events"] | beam.Map(lambda e: (e.rows, tuple(e.detail["unpriced_models"])))
+    assert_that(unpriced, equal_to([(2, ("mystery-model",))]), label="events")
+    p.run().wait_until_finish()
+
+
+def test_load_skips_failed_runs_and_empties_days_without_rows(seeded):
+    loaded = load_pipeline(CONFIGS, "openai/cost/usage_cost")
+    step = next(s for s in loaded.config.steps if s.step_id == "load_usage_raw")
+    entry = lookup(step.ps_type)
+    ctx = RunContext.from_settings(seeded, loaded, NOW)
+    warehouse = LocalWarehouse(seeded.warehouse_dir)
+    schema_names = load_schema(CONFIGS / "openai/cost/schemas/openai_usage_daily_raw.json").names
+
+    def raw(org, n):
+        ts = datetime(2026, 3, 2, tzinfo=timezone.utc)
+        rows = [{c: None for c in schema_names} | dict(
+            usage_date=DAY, org_slug=org, row_key=f"{org}{i}", run_id=f"run-{org}", bucket_start_time=ts,
+            bucket_end_time=ts, input_tokens=1, output_tokens=1, num_model_requests=1, loaded_at=ts) for i in range(n)]
+        return OrgBatch(org, f"run-{org}", pd.DataFrame(rows, columns=schema_names))
+
+    # a stale row on the next day must disappear: the run covers it and found nothing
+    stale = raw("acme", 1).rows.assign(usage_date=date(2026, 3, 3))
+    warehouse.replace_partition("acme_dev", "openai_usage_daily_raw", "usage_date", date(2026, 3, 3),
+                                pa.Table.from_pandas(stale, preserve_index=False))
+    p = pipeline()
+    items = p | "Items" >> beam.Create([WorkItem("acme", "run-acme", DAY, date(2026, 3, 3)),
+                                        WorkItem("broken", "run-broken", DAY, DAY)])
+    failed = p | "Failed" >> beam.Create(["run-broken"])
+    batches = p | "Batches" >> beam.Create([raw("acme", 4), raw("broken", 2)])
+    result = batches | entry.load_transform()(step, entry.options.model_validate(step.options), ctx,
+                                              work_items=items, failed_runs=failed)
+    written = result["events"] | beam.Map(lambda e: (e.org_slug, e.rows, e.failed))
+    assert_that(written, equal_to([("acme", 4, False), ("acme", 0, False)]))
+    p.run().wait_until_finish()
+    assert warehouse.read_table("acme_dev", "openai_usage_daily_raw").num_rows == 4
+    assert warehouse.read_table("broken_dev", "openai_usage_daily_raw") is None
+
+
+def test_fold_events_first_error_wins_and_counts_only_loads():
+    t0, t1 = datetime(2026, 3, 3, 1, tzinfo=timezone.utc), datetime(2026, 3, 3, 2, tzinfo=timezone.utc)
+    ok = [StepEvent("r", "acme", "extract_usage", "openai.usage", "extract", 10, None, t0, t1),
+          StepEvent("r", "acme", "load_a", "warehouse.load", "load", 6, None, t0, t1),
+          StepEvent("r", "acme", "load_a", "warehouse.load", "load", 4, None, t0, t1)]
+    update, steps = fold_events("r", "acme", ok)
+    assert update == {"status": "COMPLETED", "rows_written": 10, "error_message": None}
+    assert [(s["step_id"], s["rows_processed"]) for s in steps] == [("extract_usage", 10), ("load_a", 10)]
+    bad = [StepEvent("r", "acme", "extract_usage", "openai.usage", "extract", 0, "openai API HTTP 401: no", t0, t1)]
+    update, steps = fold_events("r", "acme", bad)
+    assert update["status"] == "FAILED" and update["error_message"] == "extract_usage: openai API HTTP 401: no"
+    assert steps[0]["status"] == "FAILED" and steps[0]["step_log_id"] == "r:extract_usage"
