@@ -13,11 +13,10 @@ from beam_pipelines.errors import ConfigError, ConvergenceError, NotFoundError
 
 
 def cmd_validate(settings, args) -> int:
-    from beam_pipelines.config.loader import load_pipeline_file, pipeline_files
-    from beam_pipelines.metastore.sqlite import SQLiteMetastore  # noqa: F401 (system schemas below)
-    from beam_pipelines.config.schema import load_schema
-
     import yaml
+
+    from beam_pipelines.config.loader import load_pipeline_file, pipeline_files
+    from beam_pipelines.config.schema import load_schema
 
     problems = []
     files = pipeline_files(settings.configs_dir)
@@ -29,7 +28,7 @@ def cmd_validate(settings, args) -> int:
             problems.append(str(exc))
     tables_file = settings.configs_dir / "system" / "tables.yml"
     if tables_file.exists():
-        for name, spec in (yaml.safe_load(tables_file.read_text()) or {}).get("tables", {}).items():
+        for spec in (yaml.safe_load(tables_file.read_text()) or {}).get("tables", {}).values():
             try:
                 load_schema(settings.configs_dir / "system" / spec["schema"], f"system/{spec['schema']}")
             except ConfigError as exc:
@@ -59,7 +58,7 @@ def _progress_bar(total_label: str):
 
 
 def cmd_run(settings, args) -> int:
-    from beam_pipelines.pipeline.run import LOCAL_RUNNER, RunRequest, run_pipeline
+    from beam_pipelines.pipeline.run import LOCAL_RUNNER, RunRequest
 
     request = RunRequest(
         pipeline_ref=args.pipeline, orgs=args.orgs or [], all_orgs=args.all_orgs,

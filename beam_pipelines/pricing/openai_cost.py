@@ -60,7 +60,7 @@ def price_openai_usage(raw: pd.DataFrame, prices: PriceList, loaded_at: datetime
         return pd.DataFrame(columns=COST_COLUMNS)
     tiers = _pricing_tiers(raw)
     keys = pd.DataFrame(
-        {"org": raw["org_slug"].to_numpy(), "model": raw["model"].to_numpy(),
+        {"org": raw["org_slug"].to_numpy(), "model": raw["model"].array,
          "tier": tiers, "day": raw["usage_date"].to_numpy()}
     )
     # Price each distinct (org, model, tier, day) once, then broadcast by group code.
@@ -103,16 +103,16 @@ def price_openai_usage(raw: pd.DataFrame, prices: PriceList, loaded_at: datetime
 
     out = pd.DataFrame(
         {
-            "usage_date": raw["usage_date"].to_numpy(),
-            "org_slug": raw["org_slug"].to_numpy(),
-            "row_key": raw["row_key"].to_numpy(),
-            "run_id": raw["run_id"].to_numpy(),
-            "project_id": raw["project_id"].to_numpy(),
-            "api_key_id": raw["api_key_id"].to_numpy(),
-            "model": raw["model"].to_numpy(),
+            "usage_date": raw["usage_date"].array,
+            "org_slug": raw["org_slug"].array,
+            "row_key": raw["row_key"].array,
+            "run_id": raw["run_id"].array,
+            "project_id": raw["project_id"].array,
+            "api_key_id": raw["api_key_id"].array,
+            "model": raw["model"].array,
             "price_model": price_model,
-            "batch": raw["batch"].to_numpy(),
-            "service_tier": raw["service_tier"].to_numpy(),
+            "batch": raw["batch"].array,
+            "service_tier": raw["service_tier"].array,
             "pricing_tier": tiers,
             "input_tokens": input_tokens,
             "input_cached_tokens": cached,

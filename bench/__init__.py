@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each case measures the project and a plain baseline in the same run."""

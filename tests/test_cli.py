@@ -1,0 +1,89 @@
+"""The `convergence` command as a user runs it (subprocesses, real simulator, isolated home)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+CANARY = "sk-admin-CANARY-cli-91b2c3d4e5f6"
+
+
+@pytest.fixture
+def cli(home, simulator):
+    env = {**os.environ, "CONVERGENCE_HOME": str(home), "OPENAI_BASE_URL": simulator.openai_base_url}
+    env.pop("CONVERGENCE_CONFIGS", None)
+    env.pop("ENVIRONMENT", None)
+
+    def call(*args, extra_env=None, check=None):
+        proc = subprocess.run([sys.executable, "-m", "beam_pipelines.cli.main", *args], capture_output=True,
+                              text=True, env={**env, **(extra_env or {})}, timeout=300)
+        if check is not None:
+            assert proc.returncode == check, proc.stderr
+        return proc
+
+    return call
+
+
+def test_validate_reports_a_bad_config_as_one_line(cli, configs_copy):
+    assert cli("validate", check=0).stdout.startswith("ok  openai/cost/usage_cost")
+    path = configs_copy / "openai/cost/usage_cost.yml"
+    data = yaml.safe_load(path.read_text())
+    data["steps"][0]["ps_type"] = "openai.usages"
+    path.write_text(yaml.safe_dump(data))
+    proc = cli("--configs", str(configs_copy), "validate", check=1)
+    assert proc.stderr.strip().splitlines() == [
+        "error: openai/cost/usage_cost.yml: steps[0].ps_type: unknown ps_type 'openai.usages'"
+    ]
+    proc = cli("run", "openai/cost/usage_cost", "--org", "x", extra_env={"CONVERGENCE_CONFIGS": str(configs_copy)},
+               check=1)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "unknown ps_type" in proc.stderr
+
+
+def test_seed_org_prints_the_key_once_and_is_refused_in_production(cli, home):
+    created = json.loads(cli("dev", "seed-org", "acme", "--json", check=0).stdout)
+    assert created["org_slug"] == "acme" and created["api_key"].startswith("cvg_")
+    assert created["api_key"].encode() not in (home / "metastore.sqlite3").read_bytes()
+    proc = cli("dev", "seed-org", "acme", extra_env={"ENVIRONMENT": "production"}, check=1)
+    assert proc.stderr.strip() == "error: dev seed-org is refused when ENVIRONMENT=production"
+    assert "error: org slug" in cli("dev", "seed-org", "Bad-Slug", check=1).stderr
+
+
+def test_run_then_inspect_runs_and_query(cli, past_days, home):
+    start, end = past_days
+    cli("dev", "seed-org", "acme", "--openai-admin-key", CANARY, check=0)
+    cli("dev", "seed-org", "globex", "--openai-admin-key", "sk-nope", check=0)
+    proc = cli("-v", "run", "openai/usage_cost", "--org", "acme", "--org", "globex", "--start-date", str(start),
+               "--end-date", str(end), check=1)  # globex fails, so the exit code is non-zero
+    assert "acme" in proc.stdout and "COMPLETED" in proc.stdout and "FAILED" in proc.stdout
+    runs = json.loads(cli("runs", "--format", "json", check=0).stdout)
+    assert {r["org_slug"]: r["status"] for r in runs} == {"acme": "COMPLETED", "globex": "FAILED"}
+    acme = next(r for r in runs if r["org_slug"] == "acme")
+    shown = json.loads(cli("runs", "show", acme["pipeline_logging_id"], "--format", "json", check=0).stdout)
+    assert [s["step_id"] for s in shown["steps"]] == ["extract_usage", "transform_cost", "load_usage_raw",
+                                                      "load_cost_daily"]
+    assert shown["rows_written"] == acme["rows_written"] > 0
+    assert "transform_cost" in cli("runs", "show", acme["pipeline_logging_id"], check=0).stdout
+    assert cli("runs", "show", "nope", check=1).stderr.strip() == "error: run 'nope' does not exist"
+    rows = json.loads(cli("query", "SELECT COUNT(*) AS n FROM acme_dev.openai_cost_daily", "--format", "json",
+                          check=0).stdout)
+    assert rows[0]["n"] * 2 == acme["rows_written"]
+    csv_out = cli("query", "SELECT model FROM acme_dev.openai_cost_daily LIMIT 1", "--format", "csv", check=0).stdout
+    assert csv_out.splitlines()[0] == "model"
+    # the credential never shows up in output, logs or run records
+    logs = "".join(p.read_text(errors="replace") for p in (home / "logs").glob("*"))
+    for text in (proc.stdout, proc.stderr, logs, json.dumps(runs), json.dumps(shown)):
+        assert CANARY not in text and "sk-nope" not in text
+
+
+def test_future_and_reversed_dates_are_refused(cli):
+    cli("dev", "seed-org", "acme", check=0)
+    proc = cli("run", "openai/cost/usage_cost", "--org", "acme", "--start-date", "2999-01-01", check=1)
+    assert "in the future" in proc.stderr
+    proc = cli("run", "openai/cost/usage_cost", "--org", "acme", "--start-date", "2026-03-05",
+               "--end-date", "2026-03-01", check=1)
+    assert proc.stderr.strip() == "error: end date 2026-03-01 is before start date 2026-03-05"
+    assert "does not exist" in cli("run", "openai/cost/usage_cost", "--org", "ghost", check=1).stderr
