@@ -108,8 +108,8 @@ def test_audio_tokens_use_audio_rates_only_where_priced():
 
 
 def test_org_override_wins_for_that_org_only():
-    override = TokenPrice("gpt-4o", "default", date(2026, 1, 1), input=1.0, output=4.0, cached_input=0.5,
-                          org_slug="acme")
+    override = TokenPrice("gpt-4o", "default", date(2026, 1, 1), {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 4.0,
+                          "cached_input_usd_per_mtok": 0.5}, org_slug="acme")
     prices = PRICES.with_overrides([override])
     acme, other = price([usage("gpt-4o-2024-08-06"), usage("gpt-4o-2024-08-06", org="globex")], prices)
     assert acme["total_cost_usd"] == pytest.approx(5.0)

@@ -18,11 +18,14 @@ import numpy as np
 import pandas as pd
 
 from beam_pipelines.pricing.price_list import PriceList
+from beam_pipelines.pricing.rates import counts, lookup_rates
 
 PRICED = "PRICED"
 UNPRICED = "UNPRICED"
 PER_TOKEN = 1e-6
 STANDARD_TIERS = {None, "", "default", "auto", "standard"}
+RATE_COLUMNS = ("input_usd_per_mtok", "cached_input_usd_per_mtok", "output_usd_per_mtok",
+                "audio_input_usd_per_mtok", "audio_output_usd_per_mtok")
 
 COST_COLUMNS = [
     "usage_date", "org_slug", "row_key", "run_id", "project_id", "api_key_id", "model",
@@ -33,14 +36,6 @@ COST_COLUMNS = [
 ]
 
 
-def pricing_tier(batch: object, service_tier: object) -> str:
-    if batch is True:
-        return "batch"
-    if service_tier is None or (isinstance(service_tier, float) and np.isnan(service_tier)):
-        return "default"
-    return "default" if service_tier in STANDARD_TIERS else str(service_tier)
-
-
 def _pricing_tiers(raw: pd.DataFrame) -> np.ndarray:
     tier = raw["service_tier"].astype(object).where(raw["service_tier"].notna(), "default")
     tier = tier.where(~tier.isin(STANDARD_TIERS), "default").astype(str).to_numpy(dtype=object)
@@ -48,48 +43,23 @@ def _pricing_tiers(raw: pd.DataFrame) -> np.ndarray:
     return np.where(batch, "batch", tier)
 
 
-def _counts(frame: pd.DataFrame, column: str) -> np.ndarray:
-    if column not in frame:
-        return np.zeros(len(frame), dtype=np.int64)
-    return frame[column].fillna(0).to_numpy(dtype=np.int64)
-
-
 def price_openai_usage(raw: pd.DataFrame, prices: PriceList, loaded_at: datetime) -> pd.DataFrame:
     """Cost rows for one org's batch of raw usage rows (one output row per input row)."""
     if raw.empty:
         return pd.DataFrame(columns=COST_COLUMNS)
     tiers = _pricing_tiers(raw)
-    keys = pd.DataFrame(
-        {"org": raw["org_slug"].to_numpy(), "model": raw["model"].array,
-         "tier": tiers, "day": raw["usage_date"].to_numpy()}
-    )
-    # Price each distinct (org, model, tier, day) once, then broadcast by group code.
-    codes = keys.groupby(list(keys.columns), dropna=False, sort=False).ngroup().to_numpy()
-    distinct = keys.drop_duplicates().itertuples(index=False)
-    found_distinct = [prices.lookup(k.model, k.tier, k.day, org_slug=k.org) for k in distinct]
-
-    def rate(attr: str, fallback: str | None = None) -> np.ndarray:
-        values = []
-        for price in found_distinct:
-            value = None if price is None else getattr(price, attr)
-            if value is None and price is not None and fallback is not None:
-                value = getattr(price, fallback)
-            values.append(np.nan if value is None else value)
-        return np.asarray(values, dtype=float)[codes]
-
-    input_rate, output_rate = rate("input"), rate("output")
-    cached_rate = rate("cached_input", fallback="input")
-    audio_in_rate, audio_out_rate = rate("audio_input"), rate("audio_output")
+    found = lookup_rates(prices, raw["org_slug"], raw["model"], tiers, raw["usage_date"], RATE_COLUMNS)
+    input_rate, output_rate = found.rate("input_usd_per_mtok"), found.rate("output_usd_per_mtok")
+    cached_rate = found.rate("cached_input_usd_per_mtok", fallback="input_usd_per_mtok")
+    audio_in_rate, audio_out_rate = found.rate("audio_input_usd_per_mtok"), found.rate("audio_output_usd_per_mtok")
     has_audio = ~np.isnan(audio_in_rate) | ~np.isnan(audio_out_rate)
-    priced = np.asarray([p is not None for p in found_distinct], dtype=bool)[codes]
-    price_model = np.asarray([p.model if p else None for p in found_distinct], dtype=object)[codes]
-    price_version = np.asarray([p.version if p else None for p in found_distinct], dtype=object)[codes]
+    priced, price_model, price_version = found.priced, found.price_model, found.price_version
 
-    input_tokens = _counts(raw, "input_tokens")
-    cached = _counts(raw, "input_cached_tokens")
-    output = _counts(raw, "output_tokens")
-    audio_in = np.where(has_audio, _counts(raw, "input_audio_tokens"), 0)
-    audio_out = np.where(has_audio, _counts(raw, "output_audio_tokens"), 0)
+    input_tokens = counts(raw, "input_tokens")
+    cached = counts(raw, "input_cached_tokens")
+    output = counts(raw, "output_tokens")
+    audio_in = np.where(has_audio, counts(raw, "input_audio_tokens"), 0)
+    audio_out = np.where(has_audio, counts(raw, "output_audio_tokens"), 0)
     uncached = input_tokens - cached
 
     input_cost = (uncached - audio_in) * input_rate * PER_TOKEN
@@ -117,10 +87,10 @@ def price_openai_usage(raw: pd.DataFrame, prices: PriceList, loaded_at: datetime
             "input_tokens": input_tokens,
             "input_cached_tokens": cached,
             "input_uncached_tokens": uncached,
-            "input_audio_tokens": _counts(raw, "input_audio_tokens"),
+            "input_audio_tokens": counts(raw, "input_audio_tokens"),
             "output_tokens": output,
-            "output_audio_tokens": _counts(raw, "output_audio_tokens"),
-            "num_model_requests": _counts(raw, "num_model_requests"),
+            "output_audio_tokens": counts(raw, "output_audio_tokens"),
+            "num_model_requests": counts(raw, "num_model_requests"),
             "input_cost_usd": input_cost,
             "cached_input_cost_usd": cached_cost,
             "output_cost_usd": output_cost,

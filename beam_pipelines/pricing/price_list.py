@@ -1,4 +1,4 @@
-"""A token price list with effective dates, model-family resolution and org overrides.
+"""A price list with effective dates, model-family resolution and org overrides.
 
 Rules (shared by every token-priced provider):
 - a usage model resolves to a price row by exact name first, then by its family (the name with
@@ -6,47 +6,43 @@ Rules (shared by every token-priced provider):
   ``claude-3-haiku``), so a snapshot with a price of its own keeps it;
 - the row used is the one with the latest ``effective_from`` on or before the usage day;
 - an org's override for the same model and tier wins over the default list;
-- a batch row that is not listed is derived at 50% of the standard row (the published rule);
+- a batch tier that is not listed (or lists only some rates) is derived at 50% of its standard
+  tier's per-token rates (the providers' published rule; per-request fees are not discounted);
 - anything else with no row is *unpriced*: callers must record a NULL cost, never 0.
+
+Rates are keyed by their CSV column, which carries the unit: ``input_usd_per_mtok`` (USD per
+million tokens), ``web_search_usd_per_request``.
 """
 from __future__ import annotations
 
 import bisect
 import csv
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
 from beam_pipelines.errors import ConfigError
 
 DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
-REQUIRED_COLUMNS = ("model", "service_tier", "effective_from", "input_usd_per_mtok", "output_usd_per_mtok")
-PRICE_COLUMNS = (
-    "input_usd_per_mtok",
-    "cached_input_usd_per_mtok",
-    "output_usd_per_mtok",
-    "audio_input_usd_per_mtok",
-    "audio_output_usd_per_mtok",
-)
-STANDARD_TIER = "default"
+KEY_COLUMNS = ("model", "service_tier", "effective_from")
+RATE_SUFFIXES = ("_usd_per_mtok", "_usd_per_request")
+REQUIRED_RATES = ("input_usd_per_mtok", "output_usd_per_mtok")
 BATCH_DISCOUNT = 0.5
+OPENAI_BATCH_TIERS = {"batch": "default"}
 
 
 @dataclass(frozen=True)
 class TokenPrice:
-    """USD per million tokens. ``None`` means the component is not separately priced."""
-
     model: str
     tier: str
     effective_from: date
-    input: float
-    output: float
-    cached_input: float | None = None
-    audio_input: float | None = None
-    audio_output: float | None = None
+    rates: dict[str, float | None] = field(default_factory=dict)
     org_slug: str | None = None
     derived: bool = False
+
+    def rate(self, column: str) -> float | None:
+        return self.rates.get(column)
 
     @property
     def version(self) -> str:
@@ -57,31 +53,12 @@ class TokenPrice:
             tag += f":org={self.org_slug}"
         return tag
 
-    def batch_discounted(self) -> TokenPrice:
-        def half(value: float | None) -> float | None:
-            return None if value is None else value * BATCH_DISCOUNT
-
-        return replace(
-            self,
-            tier="batch",
-            input=self.input * BATCH_DISCOUNT,
-            output=self.output * BATCH_DISCOUNT,
-            cached_input=half(self.cached_input),
-            audio_input=half(self.audio_input),
-            audio_output=half(self.audio_output),
-            derived=True,
-        )
-
-
-def _fill_batch_gaps(batch: TokenPrice, standard: TokenPrice) -> TokenPrice:
-    """A batch row may publish only some rates; the others are 50% of the standard ones."""
-    derived = standard.batch_discounted()
-    gaps = {
-        attr: getattr(derived, attr)
-        for attr in ("cached_input", "audio_input", "audio_output")
-        if getattr(batch, attr) is None and getattr(derived, attr) is not None
-    }
-    return replace(batch, **gaps) if gaps else batch
+    def discounted(self, tier: str) -> TokenPrice:
+        rates = {
+            name: (None if value is None else value * BATCH_DISCOUNT) if name.endswith("_usd_per_mtok") else value
+            for name, value in self.rates.items()
+        }
+        return replace(self, tier=tier, rates=rates, derived=True)
 
 
 def model_family(model: str) -> str:
@@ -89,9 +66,13 @@ def model_family(model: str) -> str:
 
 
 class PriceList:
-    """Immutable lookup structure; picklable so it can be a Beam side input."""
+    """Immutable lookup structure; picklable so it can be a Beam side input.
 
-    def __init__(self, prices: list[TokenPrice]):
+    ``batch_tiers`` maps each discounted tier to the standard tier it derives from.
+    """
+
+    def __init__(self, prices: list[TokenPrice], batch_tiers: dict[str, str] | None = None):
+        self.batch_tiers = dict(OPENAI_BATCH_TIERS if batch_tiers is None else batch_tiers)
         self._rows: dict[tuple[str | None, str, str], list[TokenPrice]] = {}
         for price in prices:
             self._rows.setdefault((price.org_slug, price.model, price.tier), []).append(price)
@@ -105,11 +86,14 @@ class PriceList:
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
 
+    def all_prices(self) -> list[TokenPrice]:
+        return [p for rows in self._rows.values() for p in rows]
+
     def models(self) -> set[str]:
         return set(self._models)
 
     def with_overrides(self, overrides: list[TokenPrice]) -> PriceList:
-        return PriceList([p for rows in self._rows.values() for p in rows] + list(overrides))
+        return PriceList(self.all_prices() + list(overrides), self.batch_tiers)
 
     def resolve_model(self, model: str | None) -> str | None:
         """The price-list model a usage model bills as, or None when it has no price."""
@@ -127,19 +111,26 @@ class PriceList:
         index = bisect.bisect_right([p.effective_from for p in rows], day) - 1
         return rows[index] if index >= 0 else None
 
+    def _first(self, owners, model: str, tier: str, day: date) -> TokenPrice | None:
+        return next((p for o in owners if (p := self._effective(o, model, tier, day))), None)
+
     def lookup(self, model: str | None, tier: str, day: date, org_slug: str | None = None) -> TokenPrice | None:
         price_model = self.resolve_model(model)
         if price_model is None:
             return None
         owners = (org_slug, None) if org_slug else (None,)
-        standard = None
-        if tier == "batch":
-            standard = next((p for o in owners if (p := self._effective(o, price_model, STANDARD_TIER, day))), None)
-        for owner in owners:
-            found = self._effective(owner, price_model, tier, day)
-            if found is not None:
-                return _fill_batch_gaps(found, standard) if standard else found
-        return standard.batch_discounted() if standard else None
+        found = self._first(owners, price_model, tier, day)
+        standard_tier = self.batch_tiers.get(tier)
+        if standard_tier is None:
+            return found
+        standard = self._first(owners, price_model, standard_tier, day)
+        if standard is None:
+            return found
+        derived = standard.discounted(tier)
+        if found is None:
+            return derived
+        gaps = {k: v for k, v in derived.rates.items() if found.rates.get(k) is None and v is not None}
+        return replace(found, rates={**found.rates, **gaps}) if gaps else found
 
 
 def _number(value: str, source: str, line: int, column: str, required: bool) -> float | None:
@@ -160,7 +151,7 @@ def _number(value: str, source: str, line: int, column: str, required: bool) -> 
 def parse_price_rows(rows: list[dict], source: str, org_slug: str | None = None) -> list[TokenPrice]:
     prices = []
     for line, row in enumerate(rows, start=2):
-        missing = [c for c in REQUIRED_COLUMNS if c not in row]
+        missing = [c for c in KEY_COLUMNS + REQUIRED_RATES if c not in row]
         if missing:
             raise ConfigError(f"{source}: missing column(s) {missing}")
         model = (row["model"] or "").strip()
@@ -173,27 +164,16 @@ def parse_price_rows(rows: list[dict], source: str, org_slug: str | None = None)
             raise ConfigError(
                 f"{source}: line {line}: effective_from: not a YYYY-MM-DD date: {row['effective_from']!r}"
             ) from None
-        values = {
-            c: _number(str(row.get(c) or ""), source, line, c, c in REQUIRED_COLUMNS)
-            for c in PRICE_COLUMNS
+        rates = {
+            column: _number(str(row.get(column) or ""), source, line, column, column in REQUIRED_RATES)
+            for column in row
+            if column and column.endswith(RATE_SUFFIXES)
         }
-        prices.append(
-            TokenPrice(
-                model=model,
-                tier=tier,
-                effective_from=effective,
-                input=values["input_usd_per_mtok"],
-                output=values["output_usd_per_mtok"],
-                cached_input=values["cached_input_usd_per_mtok"],
-                audio_input=values["audio_input_usd_per_mtok"],
-                audio_output=values["audio_output_usd_per_mtok"],
-                org_slug=org_slug,
-            )
-        )
+        prices.append(TokenPrice(model, tier, effective, rates, org_slug))
     return prices
 
 
-def load_price_list(path: Path, display: str | None = None) -> PriceList:
+def load_price_list(path: Path, display: str | None = None, batch_tiers: dict[str, str] | None = None) -> PriceList:
     source = display or path.name
     try:
         with path.open(newline="") as fh:
@@ -202,4 +182,4 @@ def load_price_list(path: Path, display: str | None = None) -> PriceList:
         raise ConfigError(f"{source}: cannot read price list: {exc.strerror}") from None
     if not rows:
         raise ConfigError(f"{source}: price list has no rows")
-    return PriceList(parse_price_rows(rows, source))
+    return PriceList(parse_price_rows(rows, source), batch_tiers)

@@ -1,0 +1,50 @@
+"""Broadcast price-list rates onto a batch of usage rows.
+
+Each distinct (org, model, tier, day) is looked up once; the result is broadcast back to the
+rows by group code, so pricing a batch costs a handful of lookups plus numpy arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from beam_pipelines.pricing.price_list import PriceList
+
+
+@dataclass
+class RowRates:
+    rates: dict[str, np.ndarray]  # column → float array (NaN where unpriced or not listed)
+    priced: np.ndarray  # bool
+    price_model: np.ndarray  # object
+    price_version: np.ndarray  # object
+
+    def rate(self, column: str, fallback: str | None = None) -> np.ndarray:
+        values = self.rates[column]
+        if fallback is not None:
+            values = np.where(np.isnan(values), self.rates[fallback], values)
+        return values
+
+
+def lookup_rates(prices: PriceList, org: pd.Series, model: pd.Series, tier: np.ndarray, day: pd.Series,
+                 columns: tuple[str, ...]) -> RowRates:
+    keys = pd.DataFrame({"org": org.array, "model": model.array, "tier": tier, "day": day.array})
+    codes = keys.groupby(list(keys.columns), dropna=False, sort=False).ngroup().to_numpy()
+    found = [prices.lookup(k.model, k.tier, k.day, org_slug=k.org) for k in keys.drop_duplicates().itertuples(index=False)]
+    rates = {}
+    for column in columns:
+        values = [np.nan if p is None or p.rate(column) is None else p.rate(column) for p in found]
+        rates[column] = np.asarray(values, dtype=float)[codes]
+    return RowRates(
+        rates=rates,
+        priced=np.asarray([p is not None for p in found], dtype=bool)[codes],
+        price_model=np.asarray([p.model if p else None for p in found], dtype=object)[codes],
+        price_version=np.asarray([p.version if p else None for p in found], dtype=object)[codes],
+    )
+
+
+def counts(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame:
+        return np.zeros(len(frame), dtype=np.int64)
+    return frame[column].fillna(0).to_numpy(dtype=np.int64)
