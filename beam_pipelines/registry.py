@@ -35,6 +35,12 @@ REGISTRY: dict[str, RegistryEntry] = {
     "openai.cost": RegistryEntry(
         "transform", step_options.CostOptions, "beam_pipelines.transforms.openai:PriceOpenAIUsage"
     ),
+    "anthropic.usage": RegistryEntry(
+        "extract", step_options.AnthropicUsageOptions, "beam_pipelines.transforms.anthropic:ExtractAnthropicUsage"
+    ),
+    "anthropic.cost": RegistryEntry(
+        "transform", step_options.CostOptions, "beam_pipelines.transforms.anthropic:PriceAnthropicUsage"
+    ),
     "warehouse.load": RegistryEntry(
         "load", step_options.LoadOptions, "beam_pipelines.transforms.load:LoadPartitions"
     ),

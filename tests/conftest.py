@@ -20,6 +20,7 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("CONVERGENCE_CONFIGS", raising=False)
     monkeypatch.delenv("ENVIRONMENT", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     return path
 
 
@@ -32,6 +33,7 @@ def simulator():
 @pytest.fixture
 def settings(home, simulator, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", simulator.openai_base_url)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", simulator.anthropic_base_url)
     return load_settings()
 
 

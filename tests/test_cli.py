@@ -14,7 +14,8 @@ CANARY = "sk-admin-CANARY-cli-91b2c3d4e5f6"
 
 @pytest.fixture
 def cli(home, simulator):
-    env = {**os.environ, "CONVERGENCE_HOME": str(home), "OPENAI_BASE_URL": simulator.openai_base_url}
+    env = {**os.environ, "CONVERGENCE_HOME": str(home), "OPENAI_BASE_URL": simulator.openai_base_url,
+           "ANTHROPIC_BASE_URL": simulator.anthropic_base_url}
     env.pop("CONVERGENCE_CONFIGS", None)
     env.pop("ENVIRONMENT", None)
 
@@ -29,7 +30,7 @@ def cli(home, simulator):
 
 
 def test_validate_reports_a_bad_config_as_one_line(cli, configs_copy):
-    assert cli("validate", check=0).stdout.startswith("ok  openai/cost/usage_cost")
+    assert "ok  openai/cost/usage_cost" in cli("validate", check=0).stdout.splitlines()[1]
     path = configs_copy / "openai/cost/usage_cost.yml"
     data = yaml.safe_load(path.read_text())
     data["steps"][0]["ps_type"] = "openai.usages"

@@ -125,7 +125,8 @@ def cmd_simulate(settings, args) -> int:
     from beam_pipelines.testing.simulator import ProviderSimulator
 
     sim = ProviderSimulator(args.host, args.port, idle_timeout=args.idle_timeout)
-    print(f"provider simulator on {sim.url}  (OPENAI_BASE_URL={sim.openai_base_url})", flush=True)
+    print(f"provider simulator on {sim.url}  (OPENAI_BASE_URL={sim.openai_base_url}"
+          f" ANTHROPIC_BASE_URL={sim.anthropic_base_url})", flush=True)
     try:
         sim.serve_forever()
     except KeyboardInterrupt:
@@ -139,7 +140,7 @@ def cmd_dev(settings, args) -> int:
     if args.dev_command == "seed-org":
         created = seed_org(settings, args.slug, subscription=args.subscription,
                            openai_admin_key=args.openai_admin_key, trial_ends=args.trial_ends,
-                           daily_quota=args.daily_quota)
+                           daily_quota=args.daily_quota, anthropic_admin_key=args.anthropic_admin_key)
         if args.json:
             print(json.dumps(created))
         else:
@@ -150,6 +151,7 @@ def cmd_dev(settings, args) -> int:
 
 
 DEMO_ORGS = ("acme_demo", "globex_demo")
+DEMO_PIPELINES = (("openai/cost/usage_cost", "openai_cost_daily"), ("anthropic/cost/usage_cost", "anthropic_cost_daily"))
 
 
 def cmd_demo(settings, args) -> int:
@@ -157,36 +159,44 @@ def cmd_demo(settings, args) -> int:
     from beam_pipelines.pipeline.dates import utc_today
     from beam_pipelines.pipeline.run import RunRequest
     from beam_pipelines.testing.simulator import ProviderSimulator
-    from beam_pipelines.warehouse.local import LocalWarehouse
 
     end = utc_today() - timedelta(days=1)
     start = end - timedelta(days=args.days - 1)
+    code = 0
     with ProviderSimulator() as sim:
         print(f"1/4 provider simulator listening on {sim.url}")
-        settings = dataclasses.replace(settings, openai_base_url=sim.openai_base_url)
+        settings = dataclasses.replace(settings, openai_base_url=sim.openai_base_url,
+                                       anthropic_base_url=sim.anthropic_base_url)
         for org in DEMO_ORGS:
             seed_org(settings, org)
         print(f"2/4 seeded demo orgs {', '.join(DEMO_ORGS)} (credentials encrypted under {settings.home})")
-        print(f"3/4 running openai/cost/usage_cost for {start} .. {end}")
-        request = RunRequest("openai/cost/usage_cost", orgs=list(DEMO_ORGS), start_date=start, end_date=end, trigger="demo")
-        code = _run_and_report(settings, request)
-    print("4/4 cost summary (USD, both orgs), day x model:")
+        for pipeline, _ in DEMO_PIPELINES:
+            print(f"3/4 running {pipeline} for {start} .. {end}")
+            request = RunRequest(pipeline, orgs=list(DEMO_ORGS), start_date=start, end_date=end, trigger="demo")
+            code |= _run_and_report(settings, request)
+    print("4/4 cost summary")
+    for _, table in DEMO_PIPELINES:
+        _print_cost_summary(settings, table, start, end)
+    print('Query more with: .venv/bin/convergence query "SELECT ... FROM acme_demo_dev.openai_cost_daily"')
+    return code
+
+
+def _print_cost_summary(settings, table: str, start, end) -> None:
+    from beam_pipelines.warehouse.local import LocalWarehouse
+
     warehouse = LocalWarehouse(settings.warehouse_dir)
-    union = " UNION ALL ".join(
-        f"SELECT * FROM {settings.org_dataset(org)}.openai_cost_daily" for org in DEMO_ORGS
-    )
+    union = " UNION ALL ".join(f"SELECT * FROM {settings.org_dataset(org)}.{table}" for org in DEMO_ORGS)
     where = f"usage_date BETWEEN DATE '{start}' AND DATE '{end}'"
+    print(f"\n{table}: USD per day and model, both demo orgs")
     columns, rows = warehouse.query(
-        f"PIVOT (SELECT usage_date, price_model AS model, total_cost_usd"
-        f" FROM ({union}) WHERE {where} AND pricing_status = 'PRICED') ON model USING round(SUM(total_cost_usd), 2) ORDER BY usage_date"
+        f"PIVOT (SELECT usage_date, price_model AS model, total_cost_usd FROM ({union})"
+        f" WHERE {where} AND pricing_status = 'PRICED') ON model USING round(SUM(total_cost_usd), 2) ORDER BY usage_date"
     )
     print(render(columns, rows))
     columns, rows = warehouse.query(
         f"SELECT org_slug, COUNT(*) AS usage_rows, round(SUM(total_cost_usd), 2) AS total_cost_usd,"
-        f" COUNT(*) FILTER (WHERE pricing_status = 'UNPRICED') AS unpriced_rows,"
-        f" string_agg(DISTINCT model, ', ') FILTER (WHERE pricing_status = 'UNPRICED') AS unpriced_models"
-        f" FROM ({union}) WHERE {where} GROUP BY org_slug ORDER BY org_slug"
+        f" COUNT(*) FILTER (WHERE pricing_status <> 'PRICED') AS flagged_rows,"
+        f" string_agg(DISTINCT pricing_status || ' ' || model, ', ') FILTER (WHERE pricing_status <> 'PRICED')"
+        f" AS flagged FROM ({union}) WHERE {where} GROUP BY org_slug ORDER BY org_slug"
     )
     print(render(columns, rows))
-    print("Query more with: .venv/bin/convergence query \"SELECT ... FROM acme_demo_dev.openai_cost_daily\"")
-    return code

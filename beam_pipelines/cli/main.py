@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("slug")
     seed.add_argument("--subscription", choices=["ACTIVE", "TRIAL", "SUSPENDED", "CANCELLED"], default="ACTIVE")
     seed.add_argument("--openai-admin-key", metavar="KEY", help="default: a key the simulator accepts")
+    seed.add_argument("--anthropic-admin-key", metavar="KEY", help="default: a key the simulator accepts")
     seed.add_argument("--trial-ends", type=_day, metavar="YYYY-MM-DD")
     seed.add_argument("--daily-quota", type=int, metavar="N")
     seed.add_argument("--json", action="store_true", help='print {"org_slug": ..., "api_key": ...}')

@@ -41,3 +41,10 @@ class LoadOptions(StrictModel):
     schema_file: str = Field(description="BigQuery JSON schema, relative to the configs folder")
     partition_field: str = "usage_date"
     cluster_by: tuple[str, ...] = Field(default=(), max_length=4)
+
+
+class AnthropicUsageOptions(HttpFetchOptions):
+    bucket_width: Literal["1d"] = "1d"
+    group_by: tuple[Literal["model", "workspace_id", "api_key_id", "service_tier", "context_window"], ...] = (
+        "model", "workspace_id", "api_key_id", "service_tier", "context_window",
+    )

@@ -26,7 +26,7 @@ def simulator_admin_key(provider: str, org_slug: str) -> str:
 
 def seed_org(settings: Settings, org_slug: str, subscription: str = "ACTIVE",
              openai_admin_key: str | None = None, trial_ends: date | None = None,
-             daily_quota: int | None = None) -> dict:
+             daily_quota: int | None = None, anthropic_admin_key: str | None = None) -> dict:
     if settings.is_production:
         raise ConvergenceError("dev seed-org is refused when ENVIRONMENT=production")
     if not SLUG.match(org_slug):
@@ -40,7 +40,10 @@ def seed_org(settings: Settings, org_slug: str, subscription: str = "ACTIVE",
         metastore.set_subscription(org_slug, subscription, trial_ends_at=trial_ends)
         if daily_quota is not None:
             metastore.set_daily_quota(org_slug, daily_quota)
-        credentials = {"openai": openai_admin_key or simulator_admin_key("openai", org_slug)}
+        credentials = {
+            "openai": openai_admin_key or simulator_admin_key("openai", org_slug),
+            "anthropic": anthropic_admin_key or simulator_admin_key("anthropic", org_slug),
+        }
         for provider, secret in credentials.items():
             ciphertext = cipher.encrypt(secret.encode(), credential_aad(org_slug, provider))
             metastore.put_credential(org_slug, provider, "admin_api_key", ciphertext, cipher.name)

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def org_overrides(warehouse: LocalWarehouse, dataset: str, org_slug: str, provider: str) -> list:
+    """The org's own price rows (same columns as the default CSV), or none."""
     table = warehouse.read_table(dataset, f"{provider}_model_pricing")
     if table is None:
         return []
@@ -22,8 +23,9 @@ def org_overrides(warehouse: LocalWarehouse, dataset: str, org_slug: str, provid
     return parse_price_rows(rows, f"{dataset}.{provider}_model_pricing", org_slug=org_slug)
 
 
-def price_list_for_run(path: Path, display: str, provider: str, ctx) -> PriceList:
-    prices = load_price_list(path, display)
+def price_list_for_run(path: Path, display: str, provider: str, ctx,
+                       batch_tiers: dict[str, str] | None = None) -> PriceList:
+    prices = load_price_list(path, display, batch_tiers)
     if ctx.sink != "local":
         return prices
     warehouse = LocalWarehouse(ctx.warehouse_root)

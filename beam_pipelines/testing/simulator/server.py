@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from beam_pipelines.testing.simulator import openai_api
+from beam_pipelines.testing.simulator import anthropic_api, openai_api
 from beam_pipelines.testing.simulator.faults import FaultPlan
 from beam_pipelines.testing.simulator.openai_api import ApiError
 
@@ -58,7 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(parts.query)
         route = self.server.routes.get(parts.path)
         if route is None:
-            return self._send(404, {"error": {"message": f"Unknown path {parts.path}", "type": "invalid_request_error"}})
+            return self._send(404, {"error": {"message": f"Unknown path {parts.path}", "type": "not_found_error"}})
         provider, handler = route
         try:
             key = provider.authenticate(self.headers)
@@ -135,6 +135,8 @@ class ProviderSimulator:
         routes = {
             "/v1/organization/usage/completions": (_OpenAI, openai_api.usage_page),
             "/v1/organization/costs": (_OpenAI, openai_api.costs_page),
+            "/v1/organizations/usage_report/messages": (anthropic_api, anthropic_api.usage_page),
+            "/v1/organizations/cost_report": (anthropic_api, anthropic_api.cost_page),
         }
         self._server = _Server((host, port), self.faults, routes)
         self._thread: threading.Thread | None = None
@@ -155,6 +157,10 @@ class ProviderSimulator:
     @property
     def openai_base_url(self) -> str:
         return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        return self.url
 
     @property
     def requests(self) -> int:

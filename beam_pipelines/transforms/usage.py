@@ -1,0 +1,100 @@
+"""Shared extract and price steps for providers with a paged usage API and a token price list.
+
+A provider adds a fetcher (which client, which pages, how a page becomes rows) and a pricing
+function; the Beam wiring (decrypt + fetch, side-input pricing, events) is written once here.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import pandas as pd
+
+from beam_pipelines.pricing.overrides import price_list_for_run
+from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, WorkItem
+from beam_pipelines.transforms.fetch import FetchOrgs, one_line_error
+from beam_pipelines.transforms.step import StepTransform
+
+
+class PagedUsageFetcher:
+    """All pages of one org's usage as DataFrames (one per page, in cursor order)."""
+
+    provider = ""
+    client_cls: type[ProviderClient]
+    rows_fn: Callable
+
+    def __init__(self, base_url: str, options, loaded_at: datetime):
+        self.base_url = base_url
+        self.options = options
+        self.loaded_at = loaded_at
+
+    def pages(self, client, item: WorkItem) -> Iterator:
+        raise NotImplementedError
+
+    def fetch(self, item: WorkItem, secret: str, metadata: dict) -> list[pd.DataFrame]:
+        client = self.client_cls(secret, self.base_url, RetryPolicy.from_options(self.options))
+        rows_fn = type(self).rows_fn
+        try:
+            return [pd.DataFrame.from_records(rows_fn(page, item.org_slug, item.run_id, self.loaded_at))
+                    for page in self.pages(client, item)]
+        finally:
+            client.session.close()
+
+
+class ExtractUsage(StepTransform):
+    kind = "extract"
+    fetcher_cls: type[PagedUsageFetcher]
+
+    def expand(self, work_items):
+        fetcher = self.fetcher_cls(self.ctx.provider_base_urls[self.fetcher_cls.provider], self.options,
+                                   self.ctx.loaded_at)
+        outputs = work_items | "DecryptAndFetch" >> beam.ParDo(
+            FetchOrgs(fetcher, self.step.step_id, self.step.ps_type, self.ctx.metastore,
+                      self.ctx.cipher, self.options.max_concurrency)
+        ).with_outputs(EVENTS, main="main")
+        return {"main": outputs.main, "events": outputs[EVENTS]}
+
+
+class _PriceBatches(beam.DoFn):
+    def __init__(self, step: StepTransform, price_fn):
+        self._step = step
+        self._price_fn = price_fn
+
+    def process(self, batch: OrgBatch, prices):
+        started = datetime.now(timezone.utc)
+        try:
+            cost = self._price_fn(batch.rows, prices, self._step.ctx.loaded_at)
+        except Exception as exc:
+            yield beam.pvalue.TaggedOutput(
+                EVENTS, self._step.event(batch.run_id, batch.org_slug, error=one_line_error(exc), started_at=started)
+            )
+            return
+        unpriced = sorted(set(cost.loc[cost["pricing_status"] != "PRICED", "model"].dropna()))
+        yield OrgBatch(batch.org_slug, batch.run_id, cost)
+        yield beam.pvalue.TaggedOutput(
+            EVENTS,
+            self._step.event(batch.run_id, batch.org_slug, rows=len(cost), started_at=started,
+                             unpriced_models=unpriced),
+        )
+
+
+class PriceTokenUsage(StepTransform):
+    """Price batches with the price list as a side input (default list + the orgs' overrides)."""
+
+    kind = "transform"
+    provider = ""
+    batch_tiers: dict[str, str] | None = None
+    price_fn: Callable
+
+    def expand(self, batches):
+        prices = price_list_for_run(
+            self.ctx.configs_dir / self.options.pricing_file, self.options.pricing_file,
+            self.provider, self.ctx, self.batch_tiers,
+        )
+        price_side = batches.pipeline | "PriceList" >> beam.Create([prices])
+        outputs = batches | "Price" >> beam.ParDo(
+            _PriceBatches(self, type(self).price_fn), beam.pvalue.AsSingleton(price_side)
+        ).with_outputs(EVENTS, main="main")
+        return {"main": outputs.main, "events": outputs[EVENTS]}
