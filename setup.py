@@ -21,7 +21,11 @@ INSTALL_REQUIRES = [
     "duckdb==2.0.1",
     "croniter==7.0.0",
     "tqdm==4.70.1",
-    "filelock==4.3.1",
+    # launcher
+    "fastapi==0.165.0",
+    "uvicorn==0.54.0",
+    "slowapi==0.1.10",
+    "google-cloud-dataflow-client==0.13.0",
 ]
 
 EXTRAS_REQUIRE = {
@@ -31,6 +35,7 @@ EXTRAS_REQUIRE = {
         "jsonschema==4.26.0",
         "ruff==0.17.6",
         "psutil==7.2.2",
+        "httpx==0.28.1",
     ],
 }
 
@@ -39,7 +44,7 @@ setup(
     version="0.1.0",
     description="Multi-tenant cost pipelines (OpenAI, Anthropic, GCP billing) on Apache Beam",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["beam_pipelines", "beam_pipelines.*"]),
+    packages=find_packages(include=["beam_pipelines", "beam_pipelines.*", "launcher", "launcher.*"]),
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -67,6 +67,26 @@ def cmd_run(settings, args) -> int:
     return _run_and_report(settings, request, quiet=args.quiet)
 
 
+def cmd_job(settings, args) -> int:
+    from beam_pipelines.pipeline.run import RunRequest
+
+    run_ids = {}
+    for pair in args.runs:
+        org, sep, run_id = pair.partition("=")
+        if not sep or not org or not run_id:
+            raise ConvergenceError(f"--run {pair!r}: expected ORG=RUN_ID")
+        run_ids[org] = run_id
+    request = RunRequest(args.pipeline, orgs=list(run_ids), start_date=args.start_date, end_date=args.end_date,
+                         trigger=args.trigger, run_ids=run_ids)
+    return _run_and_report(settings, request, quiet=True)
+
+
+def cmd_serve(settings, args) -> int:
+    from launcher.server import serve
+
+    return serve(settings, args.host, args.port)
+
+
 def _run_and_report(settings, request, quiet: bool = False) -> int:
     from beam_pipelines.pipeline.run import run_pipeline
 

@@ -41,6 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--runner", default=None, help="Beam runner (default: FnApiRunner, the DirectRunner's engine)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    job = sub.add_parser("job", help="run pre-recorded runs (used by the launcher's local backend)")
+    job.add_argument("pipeline")
+    job.add_argument("--run", action="append", required=True, metavar="ORG=RUN_ID", dest="runs")
+    job.add_argument("--start-date", type=_day, required=True)
+    job.add_argument("--end-date", type=_day, required=True)
+    job.add_argument("--trigger", default="api")
+
+    serve = sub.add_parser("serve", help="start the launcher API on the embedded default")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8001)
+
     runs = sub.add_parser("runs", help="list recorded runs, or `runs show ID`")
     runs.add_argument("--org", metavar="SLUG")
     runs.add_argument("--status", choices=["QUEUED", "RUNNING", "COMPLETED", "FAILED"])

@@ -15,6 +15,13 @@ RUN_STATUSES = ("QUEUED", "RUNNING", "COMPLETED", "FAILED")
 TERMINAL_STATUSES = ("COMPLETED", "FAILED")
 
 
+@dataclass(frozen=True)
+class Reservation:
+    outcome: str  # "created" | "duplicate" | "quota"
+    run_id: str | None = None  # the created run, or the duplicate it collided with
+    used: int = 0  # runs already counted against the quota
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -94,6 +101,16 @@ class Metastore(abc.ABC):
     @abc.abstractmethod
     def list_runs(self, org_slug: str | None = None, status: str | None = None,
                   limit: int = 50) -> list[dict]: ...
+
+    @abc.abstractmethod
+    def reserve_run(self, run: dict, daily_limit: int | None, since: datetime,
+                    dedupe_statuses: tuple[str, ...] = ("QUEUED", "RUNNING")) -> Reservation:
+        """Atomically: refuse a duplicate (same org, pipeline, dates in ``dedupe_statuses``), then
+        refuse when the org already created ``daily_limit`` runs since ``since``, else insert ``run``."""
+
+    @abc.abstractmethod
+    def fail_open_runs(self, reason: str, run_ids: list[str] | None = None) -> list[str]:
+        """Mark QUEUED/RUNNING runs (all, or those listed) FAILED with ``reason``; returns their ids."""
 
     @abc.abstractmethod
     def upsert_step_log(self, step: dict) -> None:

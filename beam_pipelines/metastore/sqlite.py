@@ -22,6 +22,7 @@ from beam_pipelines.metastore.base import (
     ELIGIBLE_SUBSCRIPTIONS,
     SUBSCRIPTION_STATUSES,
     Metastore,
+    Reservation,
     utcnow,
 )
 
@@ -271,6 +272,51 @@ class SQLiteMetastore(Metastore):
             " pipeline_logging_id LIMIT ?",
             (*params, int(limit)),
         )
+
+    def reserve_run(self, run, daily_limit, since, dedupe_statuses=("QUEUED", "RUNNING")):
+        row = {k: _encode(v) for k, v in run.items()}
+        row.setdefault("created_at", _encode(utcnow()))
+        marks = ", ".join("?" for _ in dedupe_statuses)
+        with self._tx() as conn:  # BEGIN IMMEDIATE: one reservation at a time, across processes
+            duplicate = conn.execute(
+                "SELECT pipeline_logging_id FROM org_meta_pipeline_runs WHERE org_slug = ? AND pipeline_id = ?"
+                f" AND start_date = ? AND end_date = ? AND status IN ({marks}) ORDER BY created_at LIMIT 1",
+                (row["org_slug"], row["pipeline_id"], row["start_date"], row["end_date"], *dedupe_statuses),
+            ).fetchone()
+            if duplicate:
+                return Reservation("duplicate", duplicate[0])
+            used = conn.execute(
+                "SELECT COUNT(*) FROM org_meta_pipeline_runs WHERE org_slug = ? AND created_at >= ?"
+                " AND trigger_type != 'scheduler'",
+                (row["org_slug"], _encode(since)),
+            ).fetchone()[0]
+            if daily_limit is not None and used >= daily_limit:
+                return Reservation("quota", None, used)
+            cols = ", ".join(row)
+            conn.execute(
+                f"INSERT INTO org_meta_pipeline_runs ({cols}) VALUES ({', '.join('?' for _ in row)})",
+                tuple(row.values()),
+            )
+        return Reservation("created", row["pipeline_logging_id"], used)
+
+    def fail_open_runs(self, reason, run_ids=None):
+        now = _encode(utcnow())
+        with self._tx() as conn:
+            where = "status IN ('QUEUED', 'RUNNING')"
+            params: tuple = ()
+            if run_ids is not None:
+                if not run_ids:
+                    return []
+                where += f" AND pipeline_logging_id IN ({', '.join('?' for _ in run_ids)})"
+                params = tuple(run_ids)
+            ids = [r[0] for r in conn.execute(
+                f"SELECT pipeline_logging_id FROM org_meta_pipeline_runs WHERE {where}", params)]
+            if ids:
+                conn.execute(
+                    f"UPDATE org_meta_pipeline_runs SET status = 'FAILED', error_message = ?, ended_at = ?"
+                    f" WHERE {where}", (reason, now, *params),
+                )
+        return ids
 
     def upsert_step_log(self, step):
         row = {k: _encode(v) for k, v in step.items()}

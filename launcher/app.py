@@ -1,0 +1,129 @@
+"""The FastAPI application (port 8001): health, pipeline runs, run records, scheduler trigger."""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from slowapi import Limiter
+from slowapi.errors import RateLimitExceeded
+from slowapi.util import get_remote_address
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from beam_pipelines.config import discover_pipelines
+from beam_pipelines.metastore import MetastoreSpec
+from launcher.auth import authenticate_scheduler, google_oidc_verifier, key_bucket
+from launcher.backends import make_backend
+from launcher.logs import request_id
+from launcher.middleware import RequestContext
+from launcher.problems import ApiProblem
+from launcher.service import LaunchService
+from launcher.settings import LauncherSettings
+
+log = logging.getLogger(__name__)
+
+
+def _api_key(request: Request) -> str | None:
+    return request.headers.get("x-api-key")
+
+
+def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> FastAPI:
+    settings.check()
+    backend = backend or make_backend(settings)
+    pipelines = discover_pipelines(settings.core.configs_dir)
+    service = LaunchService(settings, backend, pipelines, MetastoreSpec.from_settings(settings.core).open())
+    verify_oidc = oidc_verifier or google_oidc_verifier()
+    limiter = Limiter(key_func=get_remote_address)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        backend.start()
+        yield
+        backend.stop()
+
+    app = FastAPI(title="Convergence launcher", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.limiter = limiter
+    app.state.service = service
+    app.state.backend = backend
+
+    @app.exception_handler(ApiProblem)
+    async def _problem(request: Request, exc: ApiProblem):
+        return JSONResponse(exc.body(request_id.get()), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RateLimitExceeded)
+    async def _limited(request: Request, exc: RateLimitExceeded):
+        return JSONResponse({"error": "rate_limited", "message": f"rate limit exceeded: {exc.detail}",
+                             "request_id": request_id.get()}, status_code=429, headers={"Retry-After": "60"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return JSONResponse({"error": "invalid_request", "message": f"{where}: {first['msg']}",
+                             "request_id": request_id.get()}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return JSONResponse({"error": code, "message": str(exc.detail), "request_id": request_id.get()},
+                            status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return JSONResponse({"error": "internal", "message": "internal error", "request_id": request_id.get()},
+                            status_code=500)
+
+    per_ip = limiter.limit(settings.rate_limit_per_ip)
+    per_key = limiter.limit(settings.rate_limit_per_key, key_func=lambda request: key_bucket(_api_key(request)))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    async def _run(request: Request, org: str, segments: list[str]):
+        body = await request.body()
+        result = await run_in_threadpool(service.run_pipeline, _api_key(request), org, segments, body)
+        return JSONResponse(result, status_code=202)
+
+    @app.post("/api/v1/pipelines/run/{org}/{provider}/{domain}/{pipeline}")
+    @per_ip
+    @per_key
+    async def run_pipeline(request: Request, org: str, provider: str, domain: str, pipeline: str):
+        return await _run(request, org, [provider, domain, pipeline])
+
+    @app.post("/api/v1/pipelines/run/{org}/{provider}/{pipeline}")
+    @per_ip
+    @per_key
+    async def run_pipeline_short(request: Request, org: str, provider: str, pipeline: str):
+        return await _run(request, org, [provider, pipeline])
+
+    @app.get("/api/v1/pipelines/runs/{run_id}")
+    @per_ip
+    @per_key
+    async def get_run(request: Request, run_id: str):
+        return await run_in_threadpool(service.get_run, _api_key(request), run_id)
+
+    @app.get("/api/v1/pipelines/runs")
+    @per_ip
+    @per_key
+    async def list_runs(request: Request, limit: int = 50, status: str | None = None):
+        return await run_in_threadpool(service.list_runs, _api_key(request), limit, status)
+
+    @app.post("/api/v1/scheduler/trigger")
+    @per_ip
+    async def trigger(request: Request):
+        body = await request.body()
+        caller = await run_in_threadpool(authenticate_scheduler, request.headers, settings, verify_oidc)
+        log.info("scheduler trigger by %s", caller)
+        return JSONResponse(await run_in_threadpool(service.trigger, body), status_code=202)
+
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"], expose_headers=["X-Request-ID"])
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    return app

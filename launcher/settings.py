@@ -1,0 +1,89 @@
+"""Launcher settings (environment variables) and the production start-up checks.
+
+There is no setting that turns authentication off: API keys are always required on pipeline
+routes, and the scheduler route always needs the root key or a verified OIDC token.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from beam_pipelines.errors import ConfigError
+from beam_pipelines.settings import Settings
+
+MIN_ROOT_KEY = 32
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip()
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    core: Settings
+    root_key: str = ""
+    backend: str = "local"  # local | dataflow
+    local_max_jobs: int = 2
+    cors_origins: tuple[str, ...] = ()
+    rate_limit_per_key: str = "60/minute"
+    rate_limit_per_ip: str = "120/minute"
+    max_body_bytes: int = 16 * 1024
+    default_daily_quota: int = 100
+    scheduler_service_account: str = ""
+    scheduler_audience: str = ""
+    gcp_region: str = ""
+    templates_path: str = ""  # gs://bucket/templates
+    dataflow_service_account: str = ""
+    dataflow_temp_location: str = ""
+
+    @classmethod
+    def from_env(cls, core: Settings) -> LauncherSettings:
+        try:
+            max_jobs = int(_env("LOCAL_MAX_CONCURRENT_JOBS", "2"))
+            max_body = int(_env("MAX_REQUEST_BODY_BYTES", str(16 * 1024)))
+            quota = int(_env("DEFAULT_DAILY_QUOTA", "100"))
+        except ValueError as exc:
+            raise ConfigError(f"launcher settings: {exc}") from None
+        return cls(
+            core=core,
+            root_key=_env("CA_ROOT_KEY"),
+            backend=_env("LAUNCHER_BACKEND", "local").lower(),
+            local_max_jobs=max_jobs,
+            cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS").split(",") if o.strip()),
+            rate_limit_per_key=_env("RATE_LIMIT_PER_KEY", "60/minute"),
+            rate_limit_per_ip=_env("RATE_LIMIT_PER_IP", "120/minute"),
+            max_body_bytes=max_body,
+            default_daily_quota=quota,
+            scheduler_service_account=_env("SCHEDULER_SERVICE_ACCOUNT"),
+            scheduler_audience=_env("SCHEDULER_AUDIENCE"),
+            gcp_region=_env("GCP_REGION"),
+            templates_path=_env("DATAFLOW_TEMPLATES_PATH"),
+            dataflow_service_account=_env("DATAFLOW_SERVICE_ACCOUNT"),
+            dataflow_temp_location=_env("DATAFLOW_TEMP_LOCATION"),
+        )
+
+    def production_problems(self) -> list[str]:
+        """Everything that makes this configuration unfit for ENVIRONMENT=production."""
+        if not self.core.is_production:
+            return []
+        problems = []
+        if len(self.root_key) < MIN_ROOT_KEY:
+            problems.append(f"CA_ROOT_KEY: missing or shorter than {MIN_ROOT_KEY} characters")
+        if not self.core.kms_key_name or self.core.cipher != "kms":
+            problems.append("KMS_KEY_NAME: required (and CONVERGENCE_CIPHER=kms) in production")
+        if not self.cors_origins:
+            problems.append("CORS_ORIGINS: empty; list the frontend origins")
+        if self.backend == "local":
+            problems.append("LAUNCHER_BACKEND: 'local' is not allowed in production; use 'dataflow'")
+        if self.backend not in ("local", "dataflow"):
+            problems.append(f"LAUNCHER_BACKEND: unknown backend {self.backend!r}")
+        return problems
+
+    def check(self) -> None:
+        problems = self.production_problems()
+        if self.backend not in ("local", "dataflow") and not problems:
+            problems.append(f"LAUNCHER_BACKEND: unknown backend {self.backend!r}")
+        if self.local_max_jobs < 1:
+            problems.append("LOCAL_MAX_CONCURRENT_JOBS: must be at least 1")
+        if problems:
+            raise ConfigError("launcher refuses to start:\n" + "\n".join(f"  - {p}" for p in problems))
