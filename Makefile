@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint validate simulate clean
+.PHONY: install demo test bench lint validate simulate serve clean
 
 install: $(STAMP)
 
@@ -22,8 +22,17 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-bench: install
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
+
+serve: install
+	$(BIN)/convergence serve
 
 lint: install
 	$(BIN)/ruff check .

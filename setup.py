@@ -37,6 +37,7 @@ EXTRAS_REQUIRE = {
         "psutil==7.2.2",
         "httpx==0.28.1",
     ],
+    "bench": ["locust==2.47.0"],
 }
 
 setup(

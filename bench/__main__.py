@@ -6,9 +6,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import openai_cost
+from bench import launcher, openai_cost
 
-CASES = {"openai_cost_stage": openai_cost.run}
+CASES = {"openai_cost_stage": openai_cost.run, "launcher": launcher.run}
 
 
 def main(argv: list[str]) -> int:

@@ -93,8 +93,10 @@ class LocalBackend:
         log_dir = self.core.log_dir / "jobs"
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"{job_id}.log", "ab") as out:
-            proc = subprocess.Popen(self._command(spec), stdout=out, stderr=subprocess.STDOUT, env=self._env(),
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            # An argument list, no shell; every value is a known pipeline id, an authenticated org slug,
+            # a server-made run id or a validated date.
+            proc = subprocess.Popen(self._command(spec), stdout=out, stderr=subprocess.STDOUT,  # noqa: S603
+                                    env=self._env(), stdin=subprocess.DEVNULL, start_new_session=True)
             with self._lock:
                 self._procs[job_id] = proc
             code = proc.wait()

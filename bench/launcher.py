@@ -1,0 +1,87 @@
+"""Case `launcher`: requests/s and p50/p99 latency under 32 concurrent clients (Locust, headless).
+
+Measured: a rejected request (401: key hashed and looked up, constant-time compare) and an accepted
+one (202: every check, atomic reservation in the metastore, queued launch). Baseline: `GET /health`
+through the same server and middleware, so the ratio is what the checks cost.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from beam_pipelines.dev.seed import seed_org
+from beam_pipelines.settings import load_settings
+
+USERS = 32
+SECONDS = 10
+ORGS = 48
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _locust(url: str, case: str, env: dict, workdir: Path) -> dict:
+    prefix = workdir / case
+    subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(Path(__file__).with_name("locustfile.py")), "--headless",
+         "-u", str(USERS), "-r", str(USERS), "-t", f"{SECONDS}s", "--host", url, "--csv", str(prefix),
+         "--only-summary", "--loglevel", "ERROR"],
+        env={**env, "BENCH_CASE": case}, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300,
+    )
+    with open(f"{prefix}_stats.csv") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["Name"] == case)
+    return {"requests": int(row["Request Count"]), "failures": int(row["Failure Count"]),
+            "requests_per_s": round(float(row["Requests/s"]), 1), "p50_ms": float(row["50%"]), "p99_ms": float(row["99%"])}
+
+
+def run(workdir: Path) -> dict:
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CONVERGENCE_HOME": str(workdir / "home"), "RATE_LIMIT_PER_KEY": "1000000/minute",
+           "RATE_LIMIT_PER_IP": "1000000/minute", "DEFAULT_DAILY_QUOTA": "1000000"}
+    os.environ["CONVERGENCE_HOME"] = env["CONVERGENCE_HOME"]
+    print(f"[launcher] seeding {ORGS} orgs ...", flush=True)
+    settings = load_settings()
+    keys = {f"org_{i:03d}": seed_org(settings, f"org_{i:03d}")["api_key"] for i in range(ORGS)}
+    env["BENCH_ORG_KEYS"] = json.dumps(keys)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "bench.launcher_server", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url + "/health", timeout=1)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("launcher did not start") from None
+                time.sleep(0.2)
+        results = {}
+        for case in ("health", "reject_401", "accept_202"):
+            print(f"[launcher] {case}: {USERS} clients for {SECONDS}s ...", flush=True)
+            results[case] = _locust(url, case, env, workdir)
+            print(f"[launcher] {case}: {results[case]}", flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    base = results["health"]["requests_per_s"]
+    out = {"clients": USERS}
+    for case in ("reject_401", "accept_202"):
+        for metric, value in results[case].items():
+            out[f"{case}_{metric}"] = value
+    out["health_requests_per_s"] = base
+    out["ratio"] = round(results["accept_202"]["requests_per_s"] / base, 3) if base else None
+    out["reject_401_ratio"] = round(results["reject_401"]["requests_per_s"] / base, 3) if base else None
+    return out

@@ -1,0 +1,45 @@
+"""The launcher app for the benchmark: the real app and checks, with a backend that only queues.
+
+Running real DirectRunner jobs while measuring would measure Beam, not the API, on a 2-core box;
+runs are still reserved and recorded in the metastore exactly as in production.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+
+import uvicorn
+
+from beam_pipelines.settings import load_settings
+from launcher.app import create_app
+from launcher.settings import LauncherSettings
+
+
+class QueueOnlyBackend:
+    name = "bench-queue"
+
+    def __init__(self):
+        self._ids = itertools.count(1)
+        self.queued = []
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def launch(self, spec):
+        self.queued.append(spec)
+        return f"queued-{next(self._ids)}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = create_app(LauncherSettings.from_env(load_settings()), backend=QueueOnlyBackend())
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="error", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
