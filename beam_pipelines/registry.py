@@ -41,6 +41,9 @@ REGISTRY: dict[str, RegistryEntry] = {
     "anthropic.cost": RegistryEntry(
         "transform", step_options.CostOptions, "beam_pipelines.transforms.anthropic:PriceAnthropicUsage"
     ),
+    "gcp.bq_etl": RegistryEntry(
+        "extract", step_options.GcpBillingOptions, "beam_pipelines.transforms.gcp:ExtractGcpBilling"
+    ),
     "warehouse.load": RegistryEntry(
         "load", step_options.LoadOptions, "beam_pipelines.transforms.load:LoadPartitions"
     ),

@@ -33,6 +33,7 @@ class Settings:
     cipher: str = "local"  # local | kms
     kms_key_name: str = ""
     gcp_project: str = ""
+    bigquery_api_endpoint: str = ""  # override for private endpoints (and tests)
 
     @property
     def env_suffix(self) -> str:
@@ -85,4 +86,5 @@ def load_settings(configs_dir: str | os.PathLike | None = None) -> Settings:
         cipher=cipher,
         kms_key_name=_env("KMS_KEY_NAME"),
         gcp_project=_env("GCP_PROJECT_ID"),
+        bigquery_api_endpoint=_env("GCP_BIGQUERY_API_ENDPOINT"),
     )

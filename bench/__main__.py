@@ -6,9 +6,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import launcher, openai_cost
+from bench import gcp_billing, launcher, openai_cost
 
-CASES = {"openai_cost_stage": openai_cost.run, "launcher": launcher.run}
+CASES = {"openai_cost_stage": openai_cost.run, "gcp_billing": gcp_billing.run, "launcher": launcher.run}
 
 
 def main(argv: list[str]) -> int:

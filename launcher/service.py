@@ -99,7 +99,8 @@ class LaunchService:
         body = parse_body(RunBody, raw_body)  # 5
         try:
             start, end = resolve_range(body.date or body.start_date, body.date or body.end_date,
-                                       loaded.config.max_range_days, today=now.date())
+                                       loaded.config.max_range_days, today=now.date(),
+                                       trailing_days=loaded.config.trailing_days)
         except DateRangeError as exc:
             raise ApiProblem(422, "invalid_dates", str(exc)) from None
         provider = loaded.config.credential
@@ -189,18 +190,19 @@ class LaunchService:
             raise ApiProblem(422, "invalid_dates", f"date {day} is in the future")
         launched = []
         for loaded in self.due_pipelines(body.pipelines, now):
+            start = day - timedelta(days=loaded.config.trailing_days - 1)
             runs = []
             for org in self.metastore.eligible_orgs(loaded.config.credential, now.date()):
                 run_id = uuid.uuid4().hex
                 reservation = self.metastore.reserve_run(
                     {"pipeline_logging_id": run_id, "org_slug": org, "pipeline_id": loaded.pipeline_id,
-                     "status": "QUEUED", "trigger_type": "scheduler", "start_date": day, "end_date": day,
+                     "status": "QUEUED", "trigger_type": "scheduler", "start_date": start, "end_date": day,
                      "runner": self.backend.name, "created_at": now},
                     daily_limit=None, since=now, dedupe_statuses=("QUEUED", "RUNNING", "COMPLETED"),
                 )
                 if reservation.outcome == "created":
                     runs.append((org, run_id))
-            job_id = self._launch(LaunchSpec(loaded.pipeline_id, tuple(runs), day, day, "scheduler")) if runs else None
+            job_id = self._launch(LaunchSpec(loaded.pipeline_id, tuple(runs), start, day, "scheduler")) if runs else None
             launched.append({"pipeline_id": loaded.pipeline_id, "job_id": job_id, "runs": len(runs),
                              "pipeline_logging_ids": [r for _, r in runs]})
         return {"date": day.isoformat(), "launched": launched}

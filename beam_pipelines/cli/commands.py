@@ -5,6 +5,7 @@ import dataclasses
 import json
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -157,10 +158,19 @@ def cmd_simulate(settings, args) -> int:
 def cmd_dev(settings, args) -> int:
     from beam_pipelines.dev.seed import seed_org
 
+    if args.dev_command == "gcp-export":
+        return _gcp_export(args)
     if args.dev_command == "seed-org":
+        key = None
+        if args.gcp_service_account_key:
+            try:
+                key = Path(args.gcp_service_account_key).read_text()
+            except OSError as exc:
+                raise ConvergenceError(f"--gcp-service-account-key: {exc.strerror}") from None
         created = seed_org(settings, args.slug, subscription=args.subscription,
                            openai_admin_key=args.openai_admin_key, trial_ends=args.trial_ends,
-                           daily_quota=args.daily_quota, anthropic_admin_key=args.anthropic_admin_key)
+                           daily_quota=args.daily_quota, anthropic_admin_key=args.anthropic_admin_key,
+                           gcp_billing_export=args.gcp_billing_export, gcp_service_account_key=key)
         if args.json:
             print(json.dumps(created))
         else:
@@ -170,8 +180,26 @@ def cmd_dev(settings, args) -> int:
     raise ConvergenceError(f"unknown dev command {args.dev_command}")
 
 
+def _gcp_export(args) -> int:
+    import pyarrow.parquet as pq
+
+    from beam_pipelines.gcp.generator import generate_export
+    from beam_pipelines.pipeline.dates import utc_today
+
+    if args.days < 1 or args.rows_per_day < 1:
+        raise ConvergenceError("--days and --rows-per-day must be at least 1")
+    end = args.end_date or utc_today() - timedelta(days=1)
+    table = generate_export(args.org, end, args.days, args.rows_per_day)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+    print(f"wrote {table.num_rows:,} export rows ({args.days} days to {end}) to {out}")
+    return 0
+
+
 DEMO_ORGS = ("acme_demo", "globex_demo")
-DEMO_PIPELINES = (("openai/cost/usage_cost", "openai_cost_daily"), ("anthropic/cost/usage_cost", "anthropic_cost_daily"))
+DEMO_PIPELINES = (("openai/cost/usage_cost", "openai_cost_daily"), ("anthropic/cost/usage_cost", "anthropic_cost_daily"),
+                  ("gcp/cost/billing", "gcp_billing_daily_raw"))
 
 
 def cmd_demo(settings, args) -> int:
@@ -187,18 +215,39 @@ def cmd_demo(settings, args) -> int:
         print(f"1/4 provider simulator listening on {sim.url}")
         settings = dataclasses.replace(settings, openai_base_url=sim.openai_base_url,
                                        anthropic_base_url=sim.anthropic_base_url)
+        import pyarrow.parquet as pq
+
+        from beam_pipelines.gcp.generator import generate_export
+
         for org in DEMO_ORGS:
-            seed_org(settings, org)
+            export = settings.home / "exports" / f"{org}_billing.parquet"
+            export.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(generate_export(org, end, args.days + 2, 1500), export)
+            seed_org(settings, org, gcp_billing_export=str(export))
         print(f"2/4 seeded demo orgs {', '.join(DEMO_ORGS)} (credentials encrypted under {settings.home})")
         for pipeline, _ in DEMO_PIPELINES:
             print(f"3/4 running {pipeline} for {start} .. {end}")
             request = RunRequest(pipeline, orgs=list(DEMO_ORGS), start_date=start, end_date=end, trigger="demo")
             code |= _run_and_report(settings, request)
     print("4/4 cost summary")
-    for _, table in DEMO_PIPELINES:
+    for _, table in DEMO_PIPELINES[:2]:
         _print_cost_summary(settings, table, start, end)
+    _print_gcp_summary(settings, start, end)
     print('Query more with: .venv/bin/convergence query "SELECT ... FROM acme_demo_dev.openai_cost_daily"')
     return code
+
+
+def _print_gcp_summary(settings, start, end) -> None:
+    from beam_pipelines.warehouse.local import LocalWarehouse
+
+    union = " UNION ALL ".join(f"SELECT * FROM {settings.org_dataset(org)}.gcp_billing_daily_raw" for org in DEMO_ORGS)
+    print("\ngcp_billing_daily_raw: USD by service, both demo orgs")
+    columns, rows = LocalWarehouse(settings.warehouse_dir).query(
+        f"SELECT service_description AS service, round(SUM(cost_usd), 2) AS cost_usd,"
+        f" round(SUM(credits_total_usd), 2) AS credits_usd, round(SUM(net_cost_usd), 2) AS net_cost_usd, COUNT(*) AS rows"
+        f" FROM ({union}) WHERE usage_date BETWEEN DATE '{start}' AND DATE '{end}' GROUP BY 1 ORDER BY net_cost_usd DESC"
+    )
+    print(render(columns, rows))
 
 
 def _print_cost_summary(settings, table: str, start, end) -> None:

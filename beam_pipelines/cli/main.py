@@ -78,9 +78,19 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--subscription", choices=["ACTIVE", "TRIAL", "SUSPENDED", "CANCELLED"], default="ACTIVE")
     seed.add_argument("--openai-admin-key", metavar="KEY", help="default: a key the simulator accepts")
     seed.add_argument("--anthropic-admin-key", metavar="KEY", help="default: a key the simulator accepts")
+    seed.add_argument("--gcp-billing-export", metavar="PATH_OR_TABLE",
+                      help="local Parquet export, or project.dataset.gcp_billing_export_v1_XXXX")
+    seed.add_argument("--gcp-service-account-key", metavar="FILE", help="service-account JSON key (default: a local placeholder)")
     seed.add_argument("--trial-ends", type=_day, metavar="YYYY-MM-DD")
     seed.add_argument("--daily-quota", type=int, metavar="N")
     seed.add_argument("--json", action="store_true", help='print {"org_slug": ..., "api_key": ...}')
+
+    export = dev_sub.add_parser("gcp-export", help="generate a realistic Cloud Billing export as Parquet")
+    export.add_argument("--org", required=True)
+    export.add_argument("--days", type=int, default=7)
+    export.add_argument("--rows-per-day", type=int, default=2000)
+    export.add_argument("--end-date", type=_day, help="last usage day (default: yesterday)")
+    export.add_argument("--out", required=True, metavar="PATH")
 
     demo = sub.add_parser("demo", help="simulator + two demo orgs + the last 7 days + a cost summary")
     demo.add_argument("--days", type=int, default=7)

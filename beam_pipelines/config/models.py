@@ -36,6 +36,9 @@ class PipelineConfig(StrictModel):
     )
     schedule: str | None = Field(None, description="UTC cron expression, e.g. '0 4 * * *'")
     max_range_days: int = Field(92, ge=1, le=3660)
+    trailing_days: int = Field(
+        1, ge=1, le=31, description="a run for days S..E re-reads S-(trailing_days-1)..E, for late data"
+    )
     steps: tuple[StepConfig, ...] = Field(min_length=1)
 
     @field_validator("schedule")

@@ -48,3 +48,8 @@ class AnthropicUsageOptions(HttpFetchOptions):
     group_by: tuple[Literal["model", "workspace_id", "api_key_id", "service_tier", "context_window"], ...] = (
         "model", "workspace_id", "api_key_id", "service_tier", "context_window",
     )
+
+
+class GcpBillingOptions(StrictModel):
+    page_rows: int = Field(100_000, ge=1_000, le=1_000_000, description="rows per batch read from the export")
+    max_concurrency: int = Field(4, ge=1, le=64)

@@ -6,10 +6,13 @@ locally, and refuses to run with ENVIRONMENT=production. Re-seeding an org rotat
 """
 from __future__ import annotations
 
+import json
 import re
 from datetime import date
+from pathlib import Path
 
 from beam_pipelines.errors import ConvergenceError
+from beam_pipelines.gcp.sources import EXPORT_TABLE
 from beam_pipelines.metastore import MetastoreSpec
 from beam_pipelines.secrets import CipherSpec, credential_aad
 from beam_pipelines.secrets.api_keys import generate_api_key, hash_api_key
@@ -24,9 +27,27 @@ def simulator_admin_key(provider: str, org_slug: str) -> str:
     return prefixes[provider] + org_slug
 
 
+def placeholder_service_account(org_slug: str) -> dict:
+    """A service-account-shaped credential for a local export; it signs nothing and reaches nothing."""
+    return {"type": "service_account", "project_id": f"{org_slug.replace('_', '-')}-billing",
+            "client_email": f"billing-reader@{org_slug.replace('_', '-')}-billing.iam.gserviceaccount.com",
+            "private_key_id": "local-placeholder", "private_key": "local-placeholder"}
+
+
+def gcp_export_metadata(export: str) -> dict:
+    """A BigQuery export table id, or a local Parquet file/folder standing in for one."""
+    if EXPORT_TABLE.match(export):
+        return {"billing_export_table": export}
+    path = Path(export).resolve()
+    if not path.exists():
+        raise ConvergenceError(f"--gcp-billing-export {export!r}: neither project.dataset.gcp_billing_export_v1_* nor an existing file")
+    return {"billing_export_path": str(path)}
+
+
 def seed_org(settings: Settings, org_slug: str, subscription: str = "ACTIVE",
              openai_admin_key: str | None = None, trial_ends: date | None = None,
-             daily_quota: int | None = None, anthropic_admin_key: str | None = None) -> dict:
+             daily_quota: int | None = None, anthropic_admin_key: str | None = None,
+             gcp_billing_export: str | None = None, gcp_service_account_key: str | None = None) -> dict:
     if settings.is_production:
         raise ConvergenceError("dev seed-org is refused when ENVIRONMENT=production")
     if not SLUG.match(org_slug):
@@ -47,6 +68,11 @@ def seed_org(settings: Settings, org_slug: str, subscription: str = "ACTIVE",
         for provider, secret in credentials.items():
             ciphertext = cipher.encrypt(secret.encode(), credential_aad(org_slug, provider))
             metastore.put_credential(org_slug, provider, "admin_api_key", ciphertext, cipher.name)
+        if gcp_billing_export:
+            key = gcp_service_account_key or json.dumps(placeholder_service_account(org_slug))
+            metadata = gcp_export_metadata(gcp_billing_export)
+            ciphertext = cipher.encrypt(key.encode(), credential_aad(org_slug, "gcp"))
+            metastore.put_credential(org_slug, "gcp", "service_account_json", ciphertext, cipher.name, metadata)
     finally:
         metastore.close()
     return {"org_slug": org_slug, "api_key": api_key}

@@ -21,8 +21,12 @@ def parse_day(value: str, name: str) -> date:
         raise DateRangeError(f"{name}: not a YYYY-MM-DD date: {value!r}") from None
 
 
-def resolve_range(start: date | None, end: date | None, max_days: int, today: date | None = None) -> tuple[date, date]:
-    """Inclusive UTC day range; default is yesterday. Rejects reversed, future or too-long ranges."""
+def resolve_range(start: date | None, end: date | None, max_days: int, today: date | None = None,
+                  trailing_days: int = 1) -> tuple[date, date]:
+    """Inclusive UTC day range; default is yesterday. Rejects reversed, future or too-long ranges.
+
+    ``trailing_days`` widens the start so late data of the previous days is re-read.
+    """
     today = today or utc_today()
     yesterday = today - timedelta(days=1)
     end = end or (start if start and start > yesterday else yesterday)
@@ -34,4 +38,4 @@ def resolve_range(start: date | None, end: date | None, max_days: int, today: da
     days = (end - start).days + 1
     if days > max_days:
         raise DateRangeError(f"range of {days} days is longer than this pipeline allows ({max_days})")
-    return start, end
+    return start - timedelta(days=trailing_days - 1), end

@@ -59,7 +59,12 @@ def plan_runs(settings: Settings, request: RunRequest) -> tuple[LoadedPipeline, 
     """Validate the request and create one RUNNING run record per org."""
     loaded = load_pipeline(settings.configs_dir, request.pipeline_ref)
     config = loaded.config
-    start, end = resolve_range(request.start_date, request.end_date, config.max_range_days)
+    # Pre-recorded runs (launcher jobs) carry their final dates; new runs widen for late data.
+    if request.run_ids:
+        max_days, trailing = config.max_range_days + config.trailing_days - 1, 1
+    else:
+        max_days, trailing = config.max_range_days, config.trailing_days
+    start, end = resolve_range(request.start_date, request.end_date, max_days, trailing_days=trailing)
     metastore = MetastoreSpec.from_settings(settings).open()
     try:
         if request.all_orgs:

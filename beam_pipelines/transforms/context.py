@@ -40,7 +40,8 @@ class RunContext:
             metastore=MetastoreSpec.from_settings(settings),
             cipher=CipherSpec.from_settings(settings),
             warehouse_root=settings.warehouse_dir,
-            provider_base_urls={"openai": settings.openai_base_url, "anthropic": settings.anthropic_base_url},
+            provider_base_urls={"openai": settings.openai_base_url, "anthropic": settings.anthropic_base_url,
+                                "gcp_bigquery": settings.bigquery_api_endpoint or None},
             loaded_at=loaded_at,
             org_slugs=tuple(org_slugs),
         )

@@ -13,6 +13,7 @@ from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
 import pandas as pd
+import pyarrow as pa
 
 
 class WorkItem(NamedTuple):
@@ -28,7 +29,7 @@ class WorkItem(NamedTuple):
 class OrgBatch(NamedTuple):
     org_slug: str
     run_id: str
-    rows: pd.DataFrame
+    rows: pd.DataFrame | pa.Table  # Arrow for wide, flat rows (billing export), pandas for priced usage
 
 
 @dataclass(frozen=True)

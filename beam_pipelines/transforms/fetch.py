@@ -135,8 +135,12 @@ class FetchOrgs(beam.DoFn):
 
 
 def check_unique_keys(frames: list[pd.DataFrame], provider: str) -> None:
-    """A provider answering the same group twice would double its cost: fail closed instead."""
-    if not frames or "row_key" not in frames[0]:
+    """A provider answering the same group twice would double its cost: fail closed instead.
+
+    Applies to aggregated usage (DataFrames keyed by group); billing-export rows (Arrow) carry a
+    content hash that two legitimately identical export rows share.
+    """
+    if not frames or not isinstance(frames[0], pd.DataFrame) or "row_key" not in frames[0]:
         return
     keys = pd.concat([f["row_key"] for f in frames], ignore_index=True)
     duplicated = keys[keys.duplicated()]

@@ -11,6 +11,8 @@ from datetime import date, datetime, timezone
 
 import apache_beam as beam
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from beam_pipelines.config.schema import load_schema
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, WorkItem
@@ -21,8 +23,14 @@ from beam_pipelines.warehouse.arrow_schema import to_arrow
 
 def split_by_day(batch: OrgBatch, field: str):
     """Keys are (org, run id, ISO day): strings, so the GroupByKey encodes them deterministically."""
-    for day, rows in batch.rows.groupby(field, sort=True):
-        yield (batch.org_slug, batch.run_id, day.isoformat()), rows
+    rows = batch.rows
+    if isinstance(rows, pa.Table):
+        column = rows.column(field)
+        for day in pc.unique(column).to_pylist():
+            yield (batch.org_slug, batch.run_id, day.isoformat()), rows.filter(pc.equal(column, day))
+        return
+    for day, part in rows.groupby(field, sort=True):
+        yield (batch.org_slug, batch.run_id, day.isoformat()), part
 
 
 def every_day(item: WorkItem):
@@ -49,8 +57,11 @@ class _WritePartition(beam.DoFn):
         options = self._step.options
         frames = [f for f in frames if f is not None]
         try:
-            frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self._schema.names)
-            table = to_arrow(frame, self._schema, options.table)
+            if frames and all(isinstance(f, pa.Table) for f in frames):
+                table = to_arrow(pa.concat_tables(frames), self._schema, options.table)
+            else:
+                frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self._schema.names)
+                table = to_arrow(frame, self._schema, options.table)
             if options.cluster_by and table.num_rows:
                 table = table.sort_by([(c, "ascending") for c in options.cluster_by])
             written = self._warehouse.replace_partition(

@@ -32,9 +32,11 @@ def arrow_schema(schema: TableSchema) -> pa.Schema:
     return pa.schema([arrow_field(f) for f in schema.fields])
 
 
-def to_arrow(frame: pd.DataFrame, schema: TableSchema, table: str) -> pa.Table:
+def to_arrow(frame: pd.DataFrame | pa.Table, schema: TableSchema, table: str) -> pa.Table:
     """Cast a batch to the table's schema; a missing column or a NULL in a REQUIRED one is an error."""
     target = arrow_schema(schema)
+    if isinstance(frame, pa.Table):
+        return _cast_table(frame, schema, target, table)
     missing = [n for n in target.names if n not in frame.columns]
     if missing:
         raise WarehouseError(f"{table}: rows lack column(s) {missing}")
@@ -49,3 +51,19 @@ def to_arrow(frame: pd.DataFrame, schema: TableSchema, table: str) -> pa.Table:
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
         raise WarehouseError(f"{table}: rows do not fit the schema: {exc}") from None
     return result
+
+
+def _cast_table(rows: pa.Table, schema: TableSchema, target: pa.Schema, table: str) -> pa.Table:
+    missing = [n for n in target.names if n not in rows.column_names]
+    if missing:
+        raise WarehouseError(f"{table}: rows lack column(s) {missing}")
+    extra = [c for c in rows.column_names if c not in target.names]
+    if extra:
+        raise WarehouseError(f"{table}: rows have column(s) not in the schema {extra}")
+    for field in schema.fields:
+        if field.required and rows.column(field.name).null_count:
+            raise WarehouseError(f"{table}: REQUIRED column {field.name!r} has NULL values")
+    try:
+        return rows.select(target.names).cast(target)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise WarehouseError(f"{table}: rows do not fit the schema: {exc}") from None
