@@ -88,6 +88,7 @@ def test_late_rows_land_without_duplicating_earlier_ones(settings, tmp_path):
     assert len(got) == expected.num_rows > early
     assert sum(r[1] for r in got) == pytest.approx(pc.sum(expected.column("cost")).as_py())
     assert len({r[0] for r in got}) == len(got), "no row twice"
+    assert not list((settings.home / "staging").glob("*/*")), "staged batches are removed after the load"
 
 
 def test_malformed_export_fails_that_org_and_writes_nothing(settings, tmp_path):
@@ -107,6 +108,7 @@ def test_malformed_export_fails_that_org_and_writes_nothing(settings, tmp_path):
     warehouse = LocalWarehouse(settings.warehouse_dir)
     assert warehouse.read_table("broken_dev", "gcp_billing_daily_raw") is None
     assert warehouse.read_table("typed_dev", "gcp_billing_daily_raw") is None
+    assert not list((settings.home / "staging").rglob("*.parquet"))
 
 
 def test_seed_refuses_an_export_that_is_neither_table_nor_file(settings):
@@ -180,8 +182,8 @@ def test_bigquery_path_query_parameters_credentials_and_paging(fake_google):
     info = {"type": "service_account", "project_id": "cust-proj", "private_key_id": "k1", "private_key": pem.decode(),
             "client_email": "reader@cust-proj.iam.gserviceaccount.com", "token_uri": f"{fake_google}/token"}
     fetcher = GcpBillingFetcher(GcpBillingOptions(page_rows=3000), NOW, api_endpoint=fake_google)
-    tables = fetcher.fetch(WorkItem("acme", "run-1", DAY, DAY), json.dumps(info),
-                           {"billing_export_table": "cust-proj.billing.gcp_billing_export_v1_01A2B3_C4D5E6"})
+    tables = list(fetcher.batches(WorkItem("acme", "run-1", DAY, DAY), json.dumps(info),
+                                  {"billing_export_table": "cust-proj.billing.gcp_billing_export_v1_01A2B3_C4D5E6"}))
     assert [t.num_rows for t in tables] == [3, 2], "one batch per result page"
     flat = pa.concat_tables(tables)
     assert flat.column("net_cost").to_pylist() == [1.0, 1.5, 3.0, 3.5, 5.0]

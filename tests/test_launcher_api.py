@@ -88,7 +88,7 @@ def test_403_for_another_orgs_key_and_inactive_subscriptions(client, orgs):
     "/api/v1/pipelines/run/acme/openai/cost/nope", "/api/v1/pipelines/run/acme/openai/Cost/usage_cost",
     "/api/v1/pipelines/run/acme/openai/..%2f..%2fsystem/tables", "/api/v1/pipelines/run/acme/openai/cost/usage_cost;drop",
     "/api/v1/pipelines/run/acme/openai/cost/usage_cost'--", "/api/v1/pipelines/run/acme/openai/%2e%2e/usage_cost",
-    "/api/v1/pipelines/run/acme/openai/cost", "/api/v1/pipelines/run/acme/gcp/cost/billing",
+    "/api/v1/pipelines/run/acme/openai/cost", "/api/v1/pipelines/run/acme/gcp/cost/billing_v2",
 ])
 def test_404_for_unknown_pipelines_and_hostile_segments(client, orgs, path):
     response = client.post(path, headers={"X-API-Key": orgs["acme"]})

@@ -103,6 +103,8 @@ class Flattener:
         self._conn = duckdb.connect(":memory:")
         self._conn.execute("SET TimeZone = 'UTC'").fetchall()
         self._conn.execute("SET enable_progress_bar = false").fetchall()
+        self._conn.execute("SET threads = 2").fetchall()
+        self._conn.execute("SET memory_limit = '256MB'").fetchall()
 
     def __call__(self, batch: pa.Table, org_slug: str, run_id: str, loaded_at: datetime) -> pa.Table:
         try:

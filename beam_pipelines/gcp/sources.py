@@ -47,7 +47,8 @@ class LocalExportSource:
             if "usage_start_time" not in dataset.schema.names:
                 raise ProviderError("gcp", f"billing export {self.path.name} lacks usage_start_time")
             column = ds.field("usage_start_time")
-            for batch in dataset.to_batches(filter=(column >= low) & (column < high), batch_size=page_rows):
+            for batch in dataset.to_batches(filter=(column >= low) & (column < high), batch_size=page_rows,
+                                            batch_readahead=1, fragment_readahead=1):
                 if batch.num_rows:
                     yield pa.Table.from_batches([batch])
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:

@@ -52,4 +52,4 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         events.append(result["events"])
 
     all_events = tuple(events) | "AllEvents" >> beam.Flatten()
-    return p | "RunLog" >> RecordRunLog(ctx.metastore, items, all_events)
+    return p | "RunLog" >> RecordRunLog(ctx.metastore, items, all_events, ctx.staging_root)

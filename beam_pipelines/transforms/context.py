@@ -22,6 +22,7 @@ class RunContext:
     metastore: MetastoreSpec
     cipher: CipherSpec
     warehouse_root: Path
+    staging_root: Path
     provider_base_urls: dict
     loaded_at: datetime
     org_slugs: tuple[str, ...] = ()
@@ -40,6 +41,7 @@ class RunContext:
             metastore=MetastoreSpec.from_settings(settings),
             cipher=CipherSpec.from_settings(settings),
             warehouse_root=settings.warehouse_dir,
+            staging_root=settings.home / "staging",
             provider_base_urls={"openai": settings.openai_base_url, "anthropic": settings.anthropic_base_url,
                                 "gcp_bigquery": settings.bigquery_api_endpoint or None},
             loaded_at=loaded_at,

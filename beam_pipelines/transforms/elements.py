@@ -26,10 +26,26 @@ class WorkItem(NamedTuple):
         return [self.start_date + timedelta(days=i) for i in range((self.end_date - self.start_date).days + 1)]
 
 
+@dataclass(frozen=True)
+class StagedRows:
+    """Rows of one day already flattened to a Parquet file in the run's staging folder.
+
+    Used where a day can be larger than memory (billing exports): the graph moves this small
+    reference, and the load step streams the files into the partition.
+    """
+
+    path: str
+    day: date
+    num_rows: int
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+
 class OrgBatch(NamedTuple):
     org_slug: str
     run_id: str
-    rows: pd.DataFrame | pa.Table  # Arrow for wide, flat rows (billing export), pandas for priced usage
+    rows: pd.DataFrame | pa.Table | StagedRows  # pandas for priced usage, staged Parquet for billing exports
 
 
 @dataclass(frozen=True)

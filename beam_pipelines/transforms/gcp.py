@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from beam_pipelines.errors import CredentialError
 from beam_pipelines.gcp.flatten import Flattener
 from beam_pipelines.gcp.sources import export_source
-from beam_pipelines.transforms.elements import EVENTS, WorkItem
+from beam_pipelines.transforms.elements import EVENTS, StagedRows, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.transforms.step import StepTransform
 
@@ -26,25 +31,50 @@ def service_account_info(secret: str) -> dict:
 
 
 class GcpBillingFetcher:
+    """Reads the export batch by batch, flattens each, and stages it as Parquet per day.
+
+    Memory holds one batch at a time whatever the size of the day; the graph carries only
+    :class:`StagedRows` references. If any batch fails, the org's staged files are removed.
+    """
+
     provider = "gcp"
 
-    def __init__(self, options, loaded_at: datetime, api_endpoint: str | None = None):
+    def __init__(self, options, loaded_at: datetime, staging_root: Path | None = None, api_endpoint: str | None = None):
         self.options = options
         self.loaded_at = loaded_at
+        self.staging_root = staging_root
         self.api_endpoint = api_endpoint
 
-    def fetch(self, item: WorkItem, secret: str, metadata: dict) -> list[pa.Table]:
+    def batches(self, item: WorkItem, secret: str, metadata: dict) -> Iterator[pa.Table]:
         source = export_source(metadata, service_account_info(secret), self.api_endpoint)
         flatten = Flattener()
-        return [flatten(batch, item.org_slug, item.run_id, self.loaded_at)
-                for batch in source.batches(item.start_date, item.end_date, self.options.page_rows)]
+        for batch in source.batches(item.start_date, item.end_date, self.options.page_rows):
+            yield flatten(batch, item.org_slug, item.run_id, self.loaded_at)
+
+    def fetch(self, item: WorkItem, secret: str, metadata: dict) -> list[StagedRows]:
+        folder = Path(self.staging_root) / item.run_id
+        staged = []
+        try:
+            for number, table in enumerate(self.batches(item, secret, metadata)):
+                column = table.column("usage_date")
+                for day in pc.unique(column).to_pylist():
+                    part = table.filter(pc.equal(column, day))
+                    path = folder / day.isoformat() / f"part-{number:06d}.parquet"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    pq.write_table(part, path)
+                    staged.append(StagedRows(str(path), day, part.num_rows))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return staged
 
 
 class ExtractGcpBilling(StepTransform):
     kind = "extract"
 
     def expand(self, work_items):
-        fetcher = GcpBillingFetcher(self.options, self.ctx.loaded_at, self.ctx.provider_base_urls.get("gcp_bigquery"))
+        fetcher = GcpBillingFetcher(self.options, self.ctx.loaded_at, self.ctx.staging_root,
+                                    self.ctx.provider_base_urls.get("gcp_bigquery"))
         outputs = work_items | "DecryptAndRead" >> beam.ParDo(
             FetchOrgs(fetcher, self.step.step_id, self.step.ps_type, self.ctx.metastore, self.ctx.cipher,
                       self.options.max_concurrency)

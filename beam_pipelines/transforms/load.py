@@ -13,17 +13,21 @@ import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from beam_pipelines.config.schema import load_schema
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, WorkItem
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, WorkItem
 from beam_pipelines.transforms.fetch import one_line_error
 from beam_pipelines.transforms.step import StepTransform
-from beam_pipelines.warehouse.arrow_schema import to_arrow
+from beam_pipelines.warehouse.arrow_schema import arrow_schema, to_arrow
 
 
 def split_by_day(batch: OrgBatch, field: str):
     """Keys are (org, run id, ISO day): strings, so the GroupByKey encodes them deterministically."""
     rows = batch.rows
+    if isinstance(rows, StagedRows):
+        yield (batch.org_slug, batch.run_id, rows.day.isoformat()), rows
+        return
     if isinstance(rows, pa.Table):
         column = rows.column(field)
         for day in pc.unique(column).to_pylist():
@@ -57,6 +61,14 @@ class _WritePartition(beam.DoFn):
         options = self._step.options
         frames = [f for f in frames if f is not None]
         try:
+            if frames and all(isinstance(f, StagedRows) for f in frames):
+                written = self._warehouse.replace_partition_from(
+                    self._step.ctx.org_dataset(org_slug), options.table, options.partition_field, day,
+                    (to_arrow(pq.read_table(f.path), self._schema, options.table) for f in frames),
+                    arrow_schema(self._schema),
+                )
+                yield self._step.event(run_id, org_slug, rows=written, started_at=started, table=options.table)
+                return
             if frames and all(isinstance(f, pa.Table) for f in frames):
                 table = to_arrow(pa.concat_tables(frames), self._schema, options.table)
             else:

@@ -6,7 +6,9 @@ Step log ids are ``{run_id}:{step_id}``, so a retried bundle rewrites rather tha
 """
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timezone
+from pathlib import Path
 
 import apache_beam as beam
 
@@ -44,8 +46,9 @@ def fold_events(run_id: str, org_slug: str, events: list[StepEvent]) -> tuple[di
 
 
 class _RecordRun(beam.DoFn):
-    def __init__(self, metastore_spec):
+    def __init__(self, metastore_spec, staging_root=None):
         self._spec = metastore_spec
+        self._staging_root = staging_root
 
     def setup(self):
         self._metastore = self._spec.open()
@@ -63,13 +66,16 @@ class _RecordRun(beam.DoFn):
         if started:
             update["duration_ms"] = int((ended - datetime.fromisoformat(started)).total_seconds() * 1000)
         self._metastore.update_run(run_id, ended_at=ended, **update)
+        if self._staging_root is not None:  # staged rows are loaded (or abandoned) by now
+            shutil.rmtree(Path(self._staging_root) / run_id, ignore_errors=True)
         yield run_id, update["status"]
 
 
 class RecordRunLog(beam.PTransform):
-    def __init__(self, metastore_spec, work_items, events):
+    def __init__(self, metastore_spec, work_items, events, staging_root=None):
         super().__init__()
         self._spec = metastore_spec
+        self._staging_root = staging_root
         self._work_items = work_items
         self._events = events
 
@@ -79,5 +85,5 @@ class RecordRunLog(beam.PTransform):
         return (
             {"items": items, "events": events}
             | "ByRun" >> beam.CoGroupByKey()
-            | "Record" >> beam.ParDo(_RecordRun(self._spec))
+            | "Record" >> beam.ParDo(_RecordRun(self._spec, self._staging_root))
         )

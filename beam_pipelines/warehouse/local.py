@@ -57,6 +57,32 @@ class LocalWarehouse:
             raise
         return rows.num_rows
 
+    def replace_partition_from(self, dataset: str, table: str, field: str, day: date, parts, schema: pa.Schema) -> int:
+        """Like :meth:`replace_partition`, streaming ``parts`` (Arrow tables) one at a time."""
+        path = self.partition_path(dataset, table, field, day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+        os.close(fd)
+        written = 0
+        try:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for part in parts:
+                    writer.write_table(part)
+                    written += part.num_rows
+            if written == 0:
+                os.unlink(tmp)
+                if path.exists():
+                    path.unlink()
+                return 0
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return written
+
     def write_table(self, dataset: str, table: str, rows: pa.Table) -> int:
         """Replace a whole unpartitioned table (e.g. a per-org price list)."""
         path = self._table_dir(dataset, table) / DATA_FILE
