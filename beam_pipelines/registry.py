@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from beam_pipelines.config import step_options
 
-StepKind = Literal["extract", "transform", "load"]
+StepKind = Literal["extract", "transform", "load", "notify"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,15 @@ REGISTRY: dict[str, RegistryEntry] = {
     ),
     "gcp.bq_etl": RegistryEntry(
         "extract", step_options.GcpBillingOptions, "beam_pipelines.transforms.gcp:ExtractGcpBilling"
+    ),
+    "data_quality.validate": RegistryEntry(
+        "transform", step_options.ValidateOptions, "beam_pipelines.transforms.quality:ValidateRows"
+    ),
+    "notify_systems.email_notification": RegistryEntry(
+        "notify", step_options.NotifyOptions, "beam_pipelines.transforms.notify:EmailNotification"
+    ),
+    "notify_systems.slack_notification": RegistryEntry(
+        "notify", step_options.NotifyOptions, "beam_pipelines.transforms.notify:SlackNotification"
     ),
     "warehouse.load": RegistryEntry(
         "load", step_options.LoadOptions, "beam_pipelines.transforms.load:LoadPartitions"

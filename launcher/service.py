@@ -160,7 +160,10 @@ class LaunchService:
         run = self.metastore.get_run(run_id) if SEGMENT.match(run_id) else None
         if run is None or run["org_slug"] != key["org_slug"]:  # another org's run does not exist for you
             raise ApiProblem(404, "not_found", "no such run")
-        return run_view(run, self.metastore.list_steps(run_id))
+        view = run_view(run, self.metastore.list_steps(run_id))
+        view["data_quality"] = [{k: r[k] for k in ("table_name", "expectation_type", "severity", "success", "observed_value")}
+                                for r in self.metastore.list_dq_results(run_id)]
+        return view
 
     def list_runs(self, api_key: str | None, limit: int, status: str | None) -> dict:
         key = authenticate_org_key(api_key, self.metastore)

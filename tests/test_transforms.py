@@ -169,10 +169,10 @@ def test_fold_events_first_error_wins_and_counts_only_loads():
     ok = [StepEvent("r", "acme", "extract_usage", "openai.usage", "extract", 10, None, t0, t1),
           StepEvent("r", "acme", "load_a", "warehouse.load", "load", 6, None, t0, t1),
           StepEvent("r", "acme", "load_a", "warehouse.load", "load", 4, None, t0, t1)]
-    update, steps = fold_events("r", "acme", ok)
+    update, steps, _ = fold_events("r", "acme", ok)
     assert update == {"status": "COMPLETED", "rows_written": 10, "error_message": None}
     assert [(s["step_id"], s["rows_processed"]) for s in steps] == [("extract_usage", 10), ("load_a", 10)]
     bad = [StepEvent("r", "acme", "extract_usage", "openai.usage", "extract", 0, "openai API HTTP 401: no", t0, t1)]
-    update, steps = fold_events("r", "acme", bad)
+    update, steps, _ = fold_events("r", "acme", bad)
     assert update["status"] == "FAILED" and update["error_message"] == "extract_usage: openai API HTTP 401: no"
     assert steps[0]["status"] == "FAILED" and steps[0]["step_log_id"] == "r:extract_usage"

@@ -105,6 +105,7 @@ def _run_and_report(settings, request, quiet: bool = False) -> int:
 
 RUN_COLUMNS = ["pipeline_logging_id", "org_slug", "pipeline_id", "status", "trigger_type", "start_date",
                "end_date", "rows_written", "duration_ms", "created_at", "error_message"]
+DQ_COLUMNS = ["table_name", "expectation_type", "severity", "success", "kwargs", "observed_value"]
 STEP_COLUMNS = ["step_id", "ps_type", "status", "rows_processed", "duration_ms", "error_message"]
 
 
@@ -117,14 +118,19 @@ def cmd_runs(settings, args) -> int:
         if run is None:
             raise NotFoundError(f"run {args.run_id!r} does not exist")
         steps = metastore.list_steps(args.run_id)
+        checks = metastore.list_dq_results(args.run_id)
         if args.format == "json":
-            print(json.dumps({**run, "steps": steps}, indent=2, default=str))
+            print(json.dumps({**run, "steps": steps, "data_quality": checks}, indent=2, default=str))
         else:
             width = max(len(k) for k in run)
             for key, value in run.items():
                 print(f"{key.ljust(width)}  {'' if value is None else value}")
             print()
             print(render(STEP_COLUMNS, [tuple(s[c] for c in STEP_COLUMNS) for s in steps]))
+            if checks:
+                print()
+                print(render(DQ_COLUMNS, [tuple(json.dumps(c[k]) if k in ("kwargs", "observed_value") else c[k]
+                                                for k in DQ_COLUMNS) for c in checks]))
         return 0
     runs = metastore.list_runs(org_slug=args.org, status=args.status, limit=args.limit)
     if args.format == "json":

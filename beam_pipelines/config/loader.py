@@ -75,16 +75,27 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> No
             raise ConfigError(format_validation_error(source, exc, f"{where}.options")) from None
         if entry.kind == "extract" and step.input is not None:
             raise ConfigError(f"{source}: {where}.input: an extract step reads the org work items")
-        if entry.kind != "extract" and step.input is None:
+        if entry.kind == "notify" and step.input is not None:
+            raise ConfigError(f"{source}: {where}.input: a notify step reads the run's outcome, not a step")
+        if entry.kind not in ("extract", "notify") and step.input is None:
             raise ConfigError(f"{source}: {where}.input: a {entry.kind} step needs an input step")
         if step.input is not None and kinds.get(step.input) == "load":
             raise ConfigError(f"{source}: {where}.input: cannot read the output of load step")
-        for field_name in ("schema_file", "pricing_file"):
+        for field_name in ("schema_file", "pricing_file", "suite", "config"):
             relative = getattr(options, field_name, None)
             if relative is None:
                 continue
             path = resolve_in(configs_dir, relative, source, f"{where}.options.{field_name}")
-            if field_name == "schema_file":
+            if field_name == "config":
+                channel = (yaml.safe_load(path.read_text()) or {}).get("channel")
+                expected = "email" if step.ps_type.endswith("email_notification") else "slack"
+                if channel != expected:
+                    raise ConfigError(f"{source}: {where}.options.config: {relative} is not a {expected} channel")
+            elif field_name == "suite":
+                from beam_pipelines.quality.suite import load_suite
+
+                load_suite(path, relative)
+            elif field_name == "schema_file":
                 schema = load_schema(path, relative)
                 names = set(schema.names)
                 for col in (options.partition_field, *options.cluster_by):

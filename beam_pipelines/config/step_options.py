@@ -53,3 +53,13 @@ class AnthropicUsageOptions(HttpFetchOptions):
 class GcpBillingOptions(StrictModel):
     page_rows: int = Field(100_000, ge=1_000, le=1_000_000, description="rows per batch read from the export")
     max_concurrency: int = Field(4, ge=1, le=64)
+
+
+class ValidateOptions(StrictModel):
+    suite: str = Field(description="expectation suite JSON, relative to the configs folder")
+    table: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="table the checked rows are bound for")
+
+
+class NotifyOptions(StrictModel):
+    trigger: Literal["on_failure", "on_success", "on_completion", "always"] = "on_failure"
+    config: str = Field(description="channel config under notify_systems/, relative to the configs folder")

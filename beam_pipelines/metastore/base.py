@@ -119,5 +119,12 @@ class Metastore(abc.ABC):
     @abc.abstractmethod
     def list_steps(self, run_id: str) -> list[dict]: ...
 
+    @abc.abstractmethod
+    def upsert_dq_result(self, result: dict) -> None:
+        """Insert or replace by ``dq_result_id``."""
+
+    @abc.abstractmethod
+    def list_dq_results(self, run_id: str) -> list[dict]: ...
+
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

@@ -318,16 +318,34 @@ class SQLiteMetastore(Metastore):
                 )
         return ids
 
-    def upsert_step_log(self, step):
-        row = {k: _encode(v) for k, v in step.items()}
+    def _upsert(self, table: str, key: str, values: dict) -> None:
+        row = {k: _encode(v) for k, v in values.items()}
         cols = ", ".join(row)
-        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k != "step_log_id")
+        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k != key)
         with self._tx() as conn:
             conn.execute(
-                f"INSERT INTO org_meta_step_logs ({cols}) VALUES ({', '.join('?' for _ in row)})"
-                f" ON CONFLICT (step_log_id) DO UPDATE SET {updates}",
+                f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in row)})"
+                f" ON CONFLICT ({key}) DO UPDATE SET {updates}",
                 tuple(row.values()),
             )
+
+    def upsert_step_log(self, step):
+        self._upsert("org_meta_step_logs", "step_log_id", step)
+
+    def upsert_dq_result(self, result):
+        values = dict(result)
+        for key in ("kwargs", "observed_value"):
+            values[key] = json.dumps(values.get(key), sort_keys=True, default=str)
+        self._upsert("org_meta_dq_results", "dq_result_id", values)
+
+    def list_dq_results(self, run_id):
+        rows = self._all("SELECT * FROM org_meta_dq_results WHERE pipeline_logging_id = ? ORDER BY dq_result_id",
+                         (run_id,))
+        for row in rows:
+            row["kwargs"] = json.loads(row["kwargs"] or "null")
+            row["observed_value"] = json.loads(row["observed_value"] or "null")
+            row["success"] = bool(row["success"])
+        return rows
 
     def list_steps(self, run_id):
         return self._all(

@@ -17,7 +17,7 @@ from beam_pipelines.transforms.runlog import RecordRunLog
 
 
 def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkItem]):
-    """Add the pipeline's graph to ``p``; returns the PCollection of (run_id, final status)."""
+    """Add the pipeline's graph to ``p``; returns the PCollection of per-org run summaries."""
     items = (
         p
         | "CreateOrgWorkItems" >> beam.Create(work_items)
@@ -25,13 +25,13 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
     )
     outputs: dict[str, beam.PCollection] = {}
     events: list[beam.PCollection] = []
-    loads = []
+    loads, notifies = [], []
     for step in ctx.pipeline.config.steps:
         entry = lookup(step.ps_type)
         options = entry.options.model_validate(step.options)
         transform_cls = entry.load_transform()
-        if entry.kind == "load":
-            loads.append((step, options, transform_cls))
+        if entry.kind in ("load", "notify"):
+            (loads if entry.kind == "load" else notifies).append((step, options, transform_cls))
             continue
         source = items if entry.kind == "extract" else outputs[step.input]
         result = source | transform_cls(step, options, ctx)
@@ -52,4 +52,7 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         events.append(result["events"])
 
     all_events = tuple(events) | "AllEvents" >> beam.Flatten()
-    return p | "RunLog" >> RecordRunLog(ctx.metastore, items, all_events, ctx.staging_root)
+    summaries = p | "RunLog" >> RecordRunLog(ctx.metastore, items, all_events, ctx.staging_root)
+    for step, options, transform_cls in notifies:
+        summaries | transform_cls(step, options, ctx)
+    return summaries

@@ -18,8 +18,8 @@ from beam_pipelines.transforms.fetch import step_log_row
 STEP_ORDER = {"extract": 0, "transform": 1, "load": 2}
 
 
-def fold_events(run_id: str, org_slug: str, events: list[StepEvent]) -> tuple[dict, list[dict]]:
-    """Pure: (run update fields, step log rows) for one org's events."""
+def fold_events(run_id: str, org_slug: str, events: list[StepEvent]) -> tuple[dict, list[dict], dict]:
+    """Pure: (run update fields, step log rows, summary extras) for one org's events."""
     by_step: dict[str, list[StepEvent]] = {}
     for event in events:
         by_step.setdefault(event.step_id, []).append(event)
@@ -36,13 +36,19 @@ def fold_events(run_id: str, org_slug: str, events: list[StepEvent]) -> tuple[di
         steps.append(merged)
     steps.sort(key=lambda e: (STEP_ORDER.get(e.kind, 9), e.started_at or datetime.min.replace(tzinfo=timezone.utc)))
     failed = [s for s in steps if s.failed]
+    costs = [e.detail["cost_usd"] for e in events if e.detail.get("cost_usd") is not None]
+    summary = {
+        "cost_total_usd": sum(costs) if costs else None,
+        "unpriced_models": sorted({m for e in events for m in e.detail.get("unpriced_models", [])}),
+        "dq_warnings": [w for e in events for w in e.detail.get("dq_warnings", [])],
+    }
     update = {
         "status": "FAILED" if failed or not steps else "COMPLETED",
         "rows_written": sum(s.rows for s in steps if s.kind == "load" and not s.failed),
         "error_message": (f"{failed[0].step_id}: {failed[0].error}" if failed
                           else (None if steps else "no step reported for this org")),
     }
-    return update, [step_log_row(s) for s in steps]
+    return update, [step_log_row(s) for s in steps], summary
 
 
 class _RecordRun(beam.DoFn):
@@ -57,7 +63,7 @@ class _RecordRun(beam.DoFn):
         run_id, grouped = keyed
         items, events = list(grouped["items"]), list(grouped["events"])
         org_slug = items[0].org_slug if items else events[0].org_slug
-        update, steps = fold_events(run_id, org_slug, events)
+        update, steps, extras = fold_events(run_id, org_slug, events)
         for row in steps:
             self._metastore.upsert_step_log(row)
         run = self._metastore.get_run(run_id) or {}
@@ -68,7 +74,10 @@ class _RecordRun(beam.DoFn):
         self._metastore.update_run(run_id, ended_at=ended, **update)
         if self._staging_root is not None:  # staged rows are loaded (or abandoned) by now
             shutil.rmtree(Path(self._staging_root) / run_id, ignore_errors=True)
-        yield run_id, update["status"]
+        yield {"run_id": run_id, "org_slug": org_slug, "status": update["status"],
+               "rows_written": update["rows_written"], "error_message": update["error_message"],
+               "start_date": str(items[0].start_date) if items else None,
+               "end_date": str(items[0].end_date) if items else None, **extras}
 
 
 class RecordRunLog(beam.PTransform):

@@ -76,7 +76,7 @@ class _PriceBatches(beam.DoFn):
         yield beam.pvalue.TaggedOutput(
             EVENTS,
             self._step.event(batch.run_id, batch.org_slug, rows=len(cost), started_at=started,
-                             unpriced_models=unpriced),
+                             unpriced_models=unpriced, cost_usd=float(cost["total_cost_usd"].sum(skipna=True))),
         )
 
 

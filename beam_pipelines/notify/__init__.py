@@ -1,0 +1,1 @@
+"""Run notifications: one message per run (all orgs), by email (SMTP + STARTTLS) or Slack webhook."""

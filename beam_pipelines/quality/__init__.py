@@ -1,0 +1,1 @@
+"""Data-quality suites (Great Expectations' suite format) evaluated on plain DataFrames."""

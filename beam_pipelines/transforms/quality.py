@@ -1,0 +1,85 @@
+"""``data_quality.validate``: check each org's rows against a suite before any load writes them.
+
+Rows are grouped per run (one org), the suite is evaluated, every result goes to
+``org_meta_dq_results``, and a failed *critical* expectation becomes the org's failure event, so
+the load steps (gated on failed runs) write nothing for it. Warnings are recorded and reported.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+
+from beam_pipelines.quality.suite import Result, Suite, evaluate, load_suite
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, StepEvent
+from beam_pipelines.transforms.step import StepTransform
+
+
+def _frames(rows: list) -> list[pd.DataFrame]:
+    """Whole frames for in-memory batches; staged (larger-than-memory) batches are checked part by part."""
+    in_memory = [r.to_pandas() if isinstance(r, pa.Table) else r for r in rows if not isinstance(r, StagedRows)]
+    parts = [pd.read_parquet(r.path) for r in rows if isinstance(r, StagedRows)]
+    return ([pd.concat(in_memory, ignore_index=True)] if in_memory else []) + parts
+
+
+def combine(per_frame: list[list[Result]]) -> list[Result]:
+    combined = []
+    for results in zip(*per_frame):
+        failed = [r for r in results if not r.success]
+        combined.append(Result(results[0].expectation, not failed, (failed or results)[0].observed))
+    return combined
+
+
+def describe(result: Result) -> str:
+    kw = result.expectation.kwargs
+    target = kw.get("column") or kw.get("column_list") or ""
+    return f"{result.expectation.expectation_type}({target}) observed {json.dumps(result.observed, sort_keys=True)}"
+
+
+class _Validate(beam.DoFn):
+    def __init__(self, step: StepTransform, suite: Suite):
+        self._step = step
+        self._suite = suite
+
+    def setup(self):
+        self._metastore = self._step.ctx.metastore.open()
+
+    def process(self, keyed):
+        (org_slug, run_id), batches = keyed
+        started = datetime.now(timezone.utc)
+        frames = _frames([b.rows for b in batches]) or [pd.DataFrame()]
+        results = combine([evaluate(self._suite, frame) for frame in frames])
+        now = datetime.now(timezone.utc)
+        for index, result in enumerate(results):
+            self._metastore.upsert_dq_result({
+                "dq_result_id": f"{run_id}:{self._step.step.step_id}:{index:03d}", "pipeline_logging_id": run_id,
+                "org_slug": org_slug, "step_id": self._step.step.step_id, "table_name": self._step.options.table,
+                "suite_name": self._suite.name, "expectation_type": result.expectation.expectation_type,
+                "kwargs": result.expectation.kwargs, "success": result.success, "observed_value": result.observed,
+                "severity": result.expectation.severity, "created_at": now,
+            })
+        critical = [r for r in results if not r.success and r.expectation.severity == "critical"]
+        warnings = [describe(r) for r in results if not r.success and r.expectation.severity == "warning"]
+        error = f"data quality: {describe(critical[0])}" if critical else None
+        yield self._step.event(run_id, org_slug, rows=sum(len(f) for f in frames), error=error, started_at=started,
+                               dq_warnings=warnings, dq_failed=len(critical))
+
+
+class ValidateRows(StepTransform):
+    kind = "transform"
+
+    def expand(self, batches):
+        suite = load_suite(self.ctx.configs_dir / self.options.suite, self.options.suite)
+        events = (
+            batches
+            | "ByRun" >> beam.Map(lambda b: ((b.org_slug, b.run_id), OrgBatch(b.org_slug, b.run_id, b.rows)))
+            | "GroupRun" >> beam.GroupByKey()
+            | "Check" >> beam.ParDo(_Validate(self, suite)).with_output_types(StepEvent)
+        )
+        return {"main": batches, "events": events}
+
+
+__all__ = ["EVENTS", "ValidateRows"]

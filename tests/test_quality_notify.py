@@ -1,0 +1,290 @@
+"""Data-quality suites and run notifications (local SMTP with STARTTLS, local webhook), Secret Manager."""
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import socket
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import apache_beam as beam
+import google_crc32c
+import pandas as pd
+import pytest
+import yaml
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from google.auth.credentials import AnonymousCredentials
+
+from beam_pipelines.config import load_pipeline
+from beam_pipelines.dev.seed import seed_org
+from beam_pipelines.errors import ConfigError
+from beam_pipelines.metastore import MetastoreSpec
+from beam_pipelines.pipeline.run import RunRequest, run_pipeline
+from beam_pipelines.quality.suite import Expectation, Suite, evaluate, load_suite
+from beam_pipelines.registry import lookup
+from beam_pipelines.secrets.service_secrets import resolve_secret
+from beam_pipelines.settings import load_settings
+from beam_pipelines.transforms.context import RunContext
+from beam_pipelines.transforms.elements import OrgBatch
+from beam_pipelines.warehouse.local import LocalWarehouse
+from tests.conftest import CONFIGS
+
+PIPELINE = "openai/cost/usage_cost"
+CANARY = "sk-proj-CANARY-notify-77aa"
+
+
+def check(kind, frame, severity="critical", **kwargs):
+    [result] = evaluate(Suite("s", (Expectation(kind, kwargs, severity),)), frame)
+    return result
+
+
+def test_each_expectation_type():
+    df = pd.DataFrame({"k": ["a", "b", "b", None], "n": [1, -2, 3, 4], "t": [3.0, 1.5, 2.0, None],
+                       "p1": [1.0, 0.5, 1.0, 1.0], "p2": [2.0, 0.5, 1.0, 1.0], "s": ["PRICED", "UNPRICED", "PRICED", "PRICED"]})
+    assert check("expect_column_values_to_not_be_null", df, column="k").observed == {"null_count": 1}
+    assert not check("expect_column_values_to_be_between", df, column="n", min_value=0).success
+    assert check("expect_column_values_to_be_between", df, column="n", min_value=-5, max_value=5).success
+    assert check("expect_compound_columns_to_be_unique", df, column_list=["k"]).observed == {"duplicated_rows": 2}
+    assert check("expect_table_row_count_to_be_between", df, min_value=1, max_value=3).observed == {"row_count": 4}
+    unpriced = check("expect_column_values_to_not_be_in_set", df, column="s", value_set=["UNPRICED"], report_column="k")
+    assert not unpriced.success and unpriced.observed["unexpected_k"] == ["b"]
+    total = check("expect_column_to_equal_sum_of_columns", df, column="t", sum_columns=["p1", "p2"])
+    assert not total.success and total.observed["unexpected_count"] == 1
+    assert not check("expect_column_values_to_not_be_null", df, column="nope").success
+
+
+def test_suites_are_validated_as_config(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"expectations": [{"expectation_type": "expect_magic", "kwargs": {}}]}))
+    with pytest.raises(ConfigError, match=r"expectations\[0\]\.expectation_type: unsupported 'expect_magic'"):
+        load_suite(path, "s.json")
+    path.write_text(json.dumps({"expectations": [{"expectation_type": "expect_column_values_to_not_be_null",
+                                                  "kwargs": {"colum": "x"}}]}))
+    with pytest.raises(ConfigError, match=r"expectations\[0\]\.kwargs"):
+        load_suite(path, "s.json")
+    for name in ("openai_cost_suite", "anthropic_cost_suite", "billing_cost_suite"):
+        assert load_suite(CONFIGS / f"data_quality/expectations/{name}.json", name).expectations
+
+
+def test_validate_step_fails_an_org_with_a_broken_row(settings):
+    seed_org(settings, "acme")
+    loaded = load_pipeline(CONFIGS, PIPELINE)
+    step = next(s for s in loaded.config.steps if s.ps_type == "data_quality.validate")
+    entry = lookup(step.ps_type)
+    ctx = RunContext.from_settings(settings, loaded, datetime.now(timezone.utc))
+    good = pd.DataFrame([{"usage_date": "2026-03-02", "org_slug": "acme", "row_key": "k1", "model": "gpt-5",
+                          "input_tokens": 10, "input_cached_tokens": 0, "input_uncached_tokens": 10, "output_tokens": 1,
+                          "num_model_requests": 1, "total_cost_usd": 1.0, "input_cost_usd": 1.0, "cached_input_cost_usd": 0.0,
+                          "output_cost_usd": 0.0, "audio_cost_usd": 0.0, "project_id": "p", "api_key_id": "a", "batch": False,
+                          "service_tier": "default", "pricing_status": "PRICED"}])
+    broken = good.assign(row_key="k2", output_tokens=-5, project_id="p2")
+    p = BeamTestPipeline(runner="FnApiRunner")
+    batches = p | beam.Create([OrgBatch("acme", "run-a", good), OrgBatch("globex", "run-g", pd.concat([good, broken]))])
+    result = batches | entry.load_transform()(step, entry.options.model_validate(step.options), ctx)
+    events = result["events"] | beam.Map(lambda e: (e.org_slug, e.failed, (e.error or "").split(" observed")[0]))
+    assert_that(events, equal_to([
+        ("acme", False, ""),
+        ("globex", True, "data quality: expect_column_values_to_be_between(output_tokens)"),
+    ]))
+    p.run().wait_until_finish()
+    store = MetastoreSpec.from_settings(settings).open()
+    failed = [r for r in store.list_dq_results("run-g") if not r["success"]]
+    assert [(r["expectation_type"], r["kwargs"]["column"], r["severity"]) for r in failed] == [
+        ("expect_column_values_to_be_between", "output_tokens", "critical")]
+
+
+def test_critical_failure_writes_nothing_and_unknown_model_is_a_warning(settings, configs_copy, past_days, monkeypatch):
+    suite_path = configs_copy / "data_quality/expectations/openai_cost_suite.json"
+    suite = json.loads(suite_path.read_text())
+    suite["expectations"].append({"expectation_type": "expect_table_row_count_to_be_between",
+                                  "kwargs": {"max_value": 100}, "meta": {"severity": "critical"}})
+    suite_path.write_text(json.dumps(suite))
+    monkeypatch.setenv("CONVERGENCE_CONFIGS", str(configs_copy))
+    settings = load_settings()
+    seed_org(settings, "acme")
+    one_day = run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=past_days[0], end_date=past_days[0]))
+    assert one_day.runs[0]["status"] == "COMPLETED"
+    store = MetastoreSpec.from_settings(settings).open()
+    warning = next(r for r in store.list_dq_results(one_day.runs[0]["pipeline_logging_id"])
+                   if r["expectation_type"] == "expect_column_values_to_not_be_in_set")
+    assert warning["severity"] == "warning" and not warning["success"]
+    assert warning["observed_value"]["unexpected_model"] == ["ft:gpt-4o-mini-2024-07-18:acme::B7xQ2kLm"]
+
+    week = run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=past_days[0] + timedelta(days=1),
+                                             end_date=past_days[1]))
+    run = week.runs[0]
+    assert run["status"] == "FAILED" and "expect_table_row_count_to_be_between" in run["error_message"]
+    _, rows = LocalWarehouse(settings.warehouse_dir).query("SELECT DISTINCT usage_date FROM acme_dev.openai_cost_daily")
+    assert rows == [(past_days[0],)], "the failed week wrote nothing"
+
+
+def _cert(tmp_path):
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(7)
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "smtp.crt", tmp_path / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope.rcpt_tos, envelope.content.decode()))
+        return "250 OK"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server(tmp_path, monkeypatch):
+    import ssl
+
+    cert, key = _cert(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    inbox = Inbox()
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.login == b"notifier" and auth_data.password == b"smtp-pass-xyz")
+
+    port = _free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+                            authenticator=authenticator, auth_require_tls=True)
+    controller.start()
+    for name, value in {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_USERNAME": "notifier",
+                        "SMTP_PASSWORD": "smtp-pass-xyz", "NOTIFY_EMAIL_FROM": "pipelines@example.test",
+                        "NOTIFY_EMAIL_TO": "finops@example.test", "SMTP_CA_FILE": str(cert)}.items():
+        monkeypatch.setenv(name, value)
+    yield inbox, logins
+    controller.stop()
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Hook.received = []
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX")
+    yield Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+def test_one_email_and_one_slack_message_per_run_with_the_summary_and_no_secret(settings, smtp_server, webhook, past_days):
+    inbox, logins = smtp_server
+    seed_org(settings, "acme")
+    seed_org(settings, "globex", openai_admin_key=CANARY)
+    result = run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme", "globex"], start_date=past_days[0],
+                                               end_date=past_days[0]))
+    assert sorted(r["status"] for r in result.runs) == ["COMPLETED", "FAILED"]
+    assert len(inbox.messages) == 1 and len(webhook) == 1
+    recipients, email = inbox.messages[0]
+    assert recipients == ["finops@example.test"] and logins == [(b"notifier", b"smtp-pass-xyz")]
+    assert "1 of 2 org(s) FAILED" in email
+    for run in result.runs:
+        assert run["pipeline_logging_id"] in email and run["pipeline_logging_id"] in webhook[0]["text"]
+    acme = next(r for r in result.runs if r["org_slug"] == "acme")
+    assert f"acme: COMPLETED, rows {acme['rows_written']}, cost $" in email
+    assert "unpriced models: ft:gpt-4o-mini" in email and "HTTP 401" in email
+    for text in (email, webhook[0]["text"]):
+        assert CANARY not in text and "smtp-pass-xyz" not in text and "sk-admin-sim-acme" not in text
+
+
+def test_a_failed_notification_is_recorded_but_never_fails_the_run(settings, past_days, monkeypatch):
+    monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SMTP_PORT", str(_free_port()))  # nothing listens there
+    monkeypatch.setenv("NOTIFY_EMAIL_TO", "finops@example.test")
+    seed_org(settings, "acme", openai_admin_key=CANARY)
+    result = run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=past_days[0], end_date=past_days[0]))
+    run = result.runs[0]
+    assert run["status"] == "FAILED" and "extract_usage" in run["error_message"]
+    steps = {s["step_id"]: s for s in MetastoreSpec.from_settings(settings).open().list_steps(run["pipeline_logging_id"])}
+    assert steps["notify_email"]["status"] == "FAILED"
+    assert "email via 127.0.0.1" in steps["notify_email"]["error_message"]
+
+
+def test_notify_config_must_match_its_channel(configs_copy):
+    path = configs_copy / "openai/cost/usage_cost.yml"
+    data = yaml.safe_load(path.read_text())
+    data["steps"][-2]["options"]["config"] = "notify_systems/slack.yml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="is not a email channel"):
+        load_pipeline(configs_copy, PIPELINE)
+
+
+class FakeSecretManager(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        data = b"hooks-secret-value"
+        body = json.dumps({"name": path.removeprefix("/v1/").removesuffix(":access"),
+                           "payload": {"data": base64.b64encode(data).decode(), "dataCrc32c": str(google_crc32c.value(data))}})
+        FakeSecretManager.paths.append(path)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+
+def test_service_secrets_from_secret_manager_or_env():
+    from google.cloud import secretmanager
+
+    FakeSecretManager.paths = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretManager)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = secretmanager.SecretManagerServiceClient(
+            transport="rest", credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": f"http://127.0.0.1:{server.server_address[1]}"})
+        env = {"SLACK_WEBHOOK_URL_SECRET": "projects/p1/secrets/slack-webhook", "SLACK_WEBHOOK_URL": "ignored"}
+        assert resolve_secret("SLACK_WEBHOOK_URL", env, client) == "hooks-secret-value"
+        assert FakeSecretManager.paths == ["/v1/projects/p1/secrets/slack-webhook/versions/latest:access"]
+        assert resolve_secret("SMTP_PASSWORD", {"SMTP_PASSWORD": "from-env"}, client) == "from-env"
+        assert resolve_secret("SMTP_PASSWORD", {}, client) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+    time.sleep(0)
