@@ -53,6 +53,11 @@ REGISTRY: dict[str, RegistryEntry] = {
     "notify_systems.slack_notification": RegistryEntry(
         "notify", step_options.NotifyOptions, "beam_pipelines.transforms.notify:SlackNotification"
     ),
+    "openai.seed_csv": RegistryEntry("extract", step_options.SeedOptions, "beam_pipelines.transforms.seed:SeedCsv"),
+    "anthropic.seed_csv": RegistryEntry("extract", step_options.SeedOptions, "beam_pipelines.transforms.seed:SeedCsv"),
+    "openai.subscriptions": RegistryEntry(
+        "extract", step_options.SubscriptionsOptions, "beam_pipelines.transforms.seed:ExtractSubscriptions"
+    ),
     "warehouse.load": RegistryEntry(
         "load", step_options.LoadOptions, "beam_pipelines.transforms.load:LoadPartitions"
     ),

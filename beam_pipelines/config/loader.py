@@ -73,6 +73,13 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> No
             options = entry.options.model_validate(step.options)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(source, exc, f"{where}.options")) from None
+        for t, table in enumerate(getattr(options, "tables", ())):  # seed tables name files too
+            resolve_in(configs_dir, table.csv, source, f"{where}.options.tables[{t}].csv")
+            schema = load_schema(resolve_in(configs_dir, table.schema_file, source,
+                                            f"{where}.options.tables[{t}].schema_file"), table.schema_file)
+            unknown = [k for k in table.key if k not in schema.names]
+            if unknown:
+                raise ConfigError(f"{source}: {where}.options.tables[{t}].key: {unknown} not in {table.schema_file}")
         if entry.kind == "extract" and step.input is not None:
             raise ConfigError(f"{source}: {where}.input: an extract step reads the org work items")
         if entry.kind == "notify" and step.input is not None:

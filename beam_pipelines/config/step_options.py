@@ -63,3 +63,18 @@ class ValidateOptions(StrictModel):
 class NotifyOptions(StrictModel):
     trigger: Literal["on_failure", "on_success", "on_completion", "always"] = "on_failure"
     config: str = Field(description="channel config under notify_systems/, relative to the configs folder")
+
+
+class SeedTable(StrictModel):
+    table: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    csv: str = Field(description="default rows, relative to the configs folder")
+    schema_file: str
+    key: tuple[str, ...] = Field(min_length=1, description="columns that identify a row (custom rows win)")
+
+
+class SeedOptions(StrictModel):
+    tables: tuple[SeedTable, ...] = Field(min_length=1)
+
+
+class SubscriptionsOptions(StrictModel):
+    source_table: str = Field("openai_subscriptions", pattern=r"^[a-z][a-z0-9_]*$")

@@ -1,0 +1,1 @@
+"""Seed data (default prices and subscription plans) and the monthly subscription costs."""
