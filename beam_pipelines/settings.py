@@ -34,6 +34,8 @@ class Settings:
     kms_key_name: str = ""
     gcp_project: str = ""
     bigquery_api_endpoint: str = ""  # override for private endpoints (and tests)
+    sink: str = "local"  # local (Parquet warehouse) | bigquery
+    bigquery_temp_location: str = ""  # gs:// folder for FILE_LOADS temp files
 
     @property
     def env_suffix(self) -> str:
@@ -74,6 +76,9 @@ def load_settings(configs_dir: str | os.PathLike | None = None) -> Settings:
     configs = Path(configs_dir or _env("CONVERGENCE_CONFIGS") or REPO_CONFIGS)
     if not configs.is_dir():
         raise ConfigError(f"{configs}: configs folder does not exist")
+    sink = _env("CONVERGENCE_SINK", "local").lower()
+    if sink not in ("local", "bigquery"):
+        raise ConfigError(f"CONVERGENCE_SINK: must be 'local' or 'bigquery', got {sink!r}")
     cipher = _env("CONVERGENCE_CIPHER", "local").lower()
     if cipher not in ("local", "kms"):
         raise ConfigError(f"CONVERGENCE_CIPHER: must be 'local' or 'kms', got {cipher!r}")
@@ -87,4 +92,6 @@ def load_settings(configs_dir: str | os.PathLike | None = None) -> Settings:
         kms_key_name=_env("KMS_KEY_NAME"),
         gcp_project=_env("GCP_PROJECT_ID"),
         bigquery_api_endpoint=_env("GCP_BIGQUERY_API_ENDPOINT"),
+        sink=sink,
+        bigquery_temp_location=_env("BIGQUERY_TEMP_LOCATION"),
     )

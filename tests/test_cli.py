@@ -64,8 +64,9 @@ def test_run_then_inspect_runs_and_query(cli, past_days, home):
     assert {r["org_slug"]: r["status"] for r in runs} == {"acme": "COMPLETED", "globex": "FAILED"}
     acme = next(r for r in runs if r["org_slug"] == "acme")
     shown = json.loads(cli("runs", "show", acme["pipeline_logging_id"], "--format", "json", check=0).stdout)
-    assert [s["step_id"] for s in shown["steps"]] == ["extract_usage", "transform_cost", "load_usage_raw",
-                                                      "load_cost_daily"]
+    assert [s["step_id"] for s in shown["steps"]] == ["extract_usage", "transform_cost", "validate_cost",
+                                                      "load_usage_raw", "load_cost_daily"]
+    assert {c["expectation_type"] for c in shown["data_quality"]} >= {"expect_compound_columns_to_be_unique"}
     assert shown["rows_written"] == acme["rows_written"] > 0
     assert "transform_cost" in cli("runs", "show", acme["pipeline_logging_id"], check=0).stdout
     assert cli("runs", "show", "nope", check=1).stderr.strip() == "error: run 'nope' does not exist"

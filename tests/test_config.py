@@ -69,16 +69,16 @@ def test_input_must_name_an_earlier_step(configs_copy):
 
 
 def test_missing_schema_file_and_escape_from_configs_folder(configs_copy):
-    _edit(configs_copy, lambda d: d["steps"][2]["options"].update(schema_file="openai/cost/schemas/nope.json"))
-    with pytest.raises(ConfigError, match=r"steps\[2\]\.options\.schema_file: file .* not found"):
+    _edit(configs_copy, lambda d: d["steps"][3]["options"].update(schema_file="openai/cost/schemas/nope.json"))
+    with pytest.raises(ConfigError, match=r"steps\[3\]\.options\.schema_file: file .* not found"):
         discover_pipelines(configs_copy)
-    _edit(configs_copy, lambda d: d["steps"][2]["options"].update(schema_file="../../etc/passwd"))
+    _edit(configs_copy, lambda d: d["steps"][3]["options"].update(schema_file="../../etc/passwd"))
     with pytest.raises(ConfigError, match="points outside the configs folder"):
         discover_pipelines(configs_copy)
 
 
 def test_cluster_column_must_exist_in_schema(configs_copy):
-    _edit(configs_copy, lambda d: d["steps"][3]["options"].update(cluster_by=["modle"]))
+    _edit(configs_copy, lambda d: d["steps"][4]["options"].update(cluster_by=["modle"]))
     with pytest.raises(ConfigError, match="column 'modle' is not in"):
         discover_pipelines(configs_copy)
 

@@ -45,7 +45,11 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         | "FailedRunIds" >> beam.Map(lambda e: e.run_id)
         | "DistinctFailed" >> beam.Distinct()
     )
+    if ctx.sink == "bigquery":
+        from beam_pipelines.transforms.bigquery_sink import BigQueryLoad
     for step, options, transform_cls in loads:
+        if ctx.sink == "bigquery" and step.ps_type == "warehouse.load":
+            transform_cls = BigQueryLoad
         result = outputs[step.input] | transform_cls(
             step, options, ctx, work_items=items, failed_runs=failed_runs
         )

@@ -27,6 +27,8 @@ class RunContext:
     loaded_at: datetime
     org_slugs: tuple[str, ...] = ()
     sink: str = "local"  # local | bigquery
+    gcp_project: str = ""
+    bigquery_temp_location: str = ""
 
     def org_dataset(self, org_slug: str) -> str:
         return f"{org_slug}_{self.env_suffix}"
@@ -46,4 +48,7 @@ class RunContext:
                                 "gcp_bigquery": settings.bigquery_api_endpoint or None},
             loaded_at=loaded_at,
             org_slugs=tuple(org_slugs),
+            sink=settings.sink,
+            gcp_project=settings.gcp_project,
+            bigquery_temp_location=settings.bigquery_temp_location,
         )
