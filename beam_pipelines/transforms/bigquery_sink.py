@@ -71,8 +71,8 @@ class _DeleteEmptyPartitions(beam.DoFn):
         self._bq = BigQueryWrapper(client=self._client)
 
     def process(self, keyed, failed_runs):
-        (org_slug, run_id, iso_day), counts = keyed
-        if run_id in set(failed_runs) or sum(counts) > 0:
+        (org_slug, run_id, iso_day), rows = keyed
+        if run_id in set(failed_runs) or rows > 0:
             return
         decorated = f"{self._table}${iso_day.replace('-', '')}"
         try:
@@ -86,6 +86,7 @@ class _DeleteEmptyPartitions(beam.DoFn):
 class BigQueryLoad(StepTransform):
     kind = "load"
     test_client = None  # set by tests: Beam's BigQuery client stand-in
+    validate = True  # tests turn off the gs:// temp location check (they write temp files locally)
 
     def expand(self, batches):
         options = self.options
@@ -104,6 +105,7 @@ class BigQueryLoad(StepTransform):
             additional_bq_parameters=bq_parameters,
             custom_gcs_temp_location=self.ctx.bigquery_temp_location or None,
             test_client=type(self).test_client,
+            validate=type(self).validate,
         )
         counted = rows | "KeyRows" >> beam.Map(
             lambda r: ((r["org_slug"], r["run_id"], r[options.partition_field][:10]), 1))
