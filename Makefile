@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint validate simulate serve clean
+.PHONY: install demo test bench lint validate simulate serve templates template-image template-build template-run clean
 
 install: $(STAMP)
 
@@ -42,6 +42,37 @@ validate: install
 
 simulate: install
 	$(BIN)/convergence simulate
+
+# --- Dataflow Flex Templates (DRY_RUN=1 prints the commands instead of running them) ---------------
+PROJECT    ?= $(GCP_PROJECT_ID)
+REGION     ?= $(GCP_REGION)
+BUCKET     ?= $(PROJECT)-convergence
+REPOSITORY ?= convergence
+IMAGE      ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/pipelines:$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+PIPELINE   ?= openai/cost/usage_cost
+RUN        := $(if $(DRY_RUN),@echo,)
+METADATA   := $(wildcard templates/metadata/*.json)
+
+templates: install
+	$(BIN)/convergence templates generate
+
+template-image:
+	$(RUN) gcloud builds submit --project=$(PROJECT) --region=$(REGION) --config=templates/cloudbuild.yaml \
+	  --substitutions=_IMAGE=$(IMAGE) .
+
+template-build: templates
+	@for meta in $(METADATA); do \
+	  name=$$(basename $$meta .json); pipeline=$$(echo $$name | sed 's#_#/#; s#_#/#'); \
+	  $(if $(DRY_RUN),echo ,)gcloud dataflow flex-template build gs://$(BUCKET)/templates/$$name.json \
+	    --image=$(IMAGE) --sdk-language=PYTHON --metadata-file=$$meta --project=$(PROJECT) \
+	    --env=CONVERGENCE_PIPELINE=$$pipeline; \
+	done
+
+template-run:
+	$(RUN) gcloud dataflow flex-template run "$$(echo $(PIPELINE) | tr '/_' '--')-manual-$$(date -u +%Y%m%d-%H%M%S)" \
+	  --template-file-gcs-location=gs://$(BUCKET)/templates/$(subst /,_,$(PIPELINE)).json \
+	  --region=$(REGION) --project=$(PROJECT) \
+	  --parameters=org_slugs=$(ORGS),run_ids=$(RUN_IDS),start_date=$(START_DATE),end_date=$(END_DATE),environment=production
 
 clean:
 	rm -rf .convergence bench-results.json .pytest_cache

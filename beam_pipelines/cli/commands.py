@@ -68,6 +68,31 @@ def cmd_run(settings, args) -> int:
     return _run_and_report(settings, request, quiet=args.quiet)
 
 
+def cmd_templates(settings, args) -> int:
+    from beam_pipelines.config import discover_pipelines
+    from beam_pipelines.pipeline.template_metadata import write_all
+
+    for path in write_all(discover_pipelines(settings.configs_dir), Path(args.out)):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_schedules(settings, args) -> int:
+    import os
+
+    from beam_pipelines.config import discover_pipelines
+    from beam_pipelines.pipeline.schedules import gcloud_commands, scheduler_jobs
+
+    jobs = scheduler_jobs(
+        discover_pipelines(settings.configs_dir),
+        args.launcher_url or os.environ.get("LAUNCHER_URL", ""),
+        args.service_account or os.environ.get("SCHEDULER_SERVICE_ACCOUNT", ""),
+        args.project or settings.gcp_project, args.region or os.environ.get("GCP_REGION", ""),
+    )
+    print(json.dumps(jobs, indent=2) if args.format == "json" else "\n".join(gcloud_commands(jobs)))
+    return 0
+
+
 def cmd_job(settings, args) -> int:
     from beam_pipelines.pipeline.run import RunRequest
 

@@ -92,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--end-date", type=_day, help="last usage day (default: yesterday)")
     export.add_argument("--out", required=True, metavar="PATH")
 
+    templates = sub.add_parser("templates", help="Flex Template metadata generated from the configs")
+    templates_sub = templates.add_subparsers(dest="templates_command", required=True)
+    generate = templates_sub.add_parser("generate", help="write templates/metadata/<provider>_<domain>_<pipeline>.json")
+    generate.add_argument("--out", default="templates/metadata", metavar="DIR")
+
+    schedules = sub.add_parser("schedules", help="Cloud Scheduler jobs from the configs' schedules")
+    schedules_sub = schedules.add_subparsers(dest="schedules_command", required=True)
+    render_cmd = schedules_sub.add_parser("render", help="print one Cloud Scheduler HTTP job per scheduled pipeline")
+    render_cmd.add_argument("--format", choices=["gcloud", "json"], default="gcloud")
+    render_cmd.add_argument("--launcher-url", default=None, help="default: $LAUNCHER_URL")
+    render_cmd.add_argument("--service-account", default=None, help="default: $SCHEDULER_SERVICE_ACCOUNT")
+    render_cmd.add_argument("--project", default=None, help="default: $GCP_PROJECT_ID")
+    render_cmd.add_argument("--region", default=None, help="default: $GCP_REGION")
+
     demo = sub.add_parser("demo", help="simulator + two demo orgs + the last 7 days + a cost summary")
     demo.add_argument("--days", type=int, default=7)
     return parser
