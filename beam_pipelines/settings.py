@@ -35,6 +35,7 @@ class Settings:
     gcp_project: str = ""
     bigquery_api_endpoint: str = ""  # override for private endpoints (and tests)
     sink: str = "local"  # local (Parquet warehouse) | bigquery
+    metastore: str = "sqlite"  # sqlite | bigquery
     bigquery_temp_location: str = ""  # gs:// folder for FILE_LOADS temp files
 
     @property
@@ -79,6 +80,9 @@ def load_settings(configs_dir: str | os.PathLike | None = None) -> Settings:
     sink = _env("CONVERGENCE_SINK", "local").lower()
     if sink not in ("local", "bigquery"):
         raise ConfigError(f"CONVERGENCE_SINK: must be 'local' or 'bigquery', got {sink!r}")
+    metastore = _env("CONVERGENCE_METASTORE", "sqlite").lower()
+    if metastore not in ("sqlite", "bigquery"):
+        raise ConfigError(f"CONVERGENCE_METASTORE: must be 'sqlite' or 'bigquery', got {metastore!r}")
     cipher = _env("CONVERGENCE_CIPHER", "local").lower()
     if cipher not in ("local", "kms"):
         raise ConfigError(f"CONVERGENCE_CIPHER: must be 'local' or 'kms', got {cipher!r}")
@@ -93,5 +97,6 @@ def load_settings(configs_dir: str | os.PathLike | None = None) -> Settings:
         gcp_project=_env("GCP_PROJECT_ID"),
         bigquery_api_endpoint=_env("GCP_BIGQUERY_API_ENDPOINT"),
         sink=sink,
+        metastore=metastore,
         bigquery_temp_location=_env("BIGQUERY_TEMP_LOCATION"),
     )

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from beam_pipelines.errors import ConfigError
+from beam_pipelines.secrets.service_secrets import resolve_secret
 from beam_pipelines.settings import Settings
 
 MIN_ROOT_KEY = 32
@@ -46,7 +47,7 @@ class LauncherSettings:
             raise ConfigError(f"launcher settings: {exc}") from None
         return cls(
             core=core,
-            root_key=_env("CA_ROOT_KEY"),
+            root_key=resolve_secret("CA_ROOT_KEY") or "",
             backend=_env("LAUNCHER_BACKEND", "local").lower(),
             local_max_jobs=max_jobs,
             cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS").split(",") if o.strip()),
@@ -73,6 +74,8 @@ class LauncherSettings:
             problems.append("KMS_KEY_NAME: required (and CONVERGENCE_CIPHER=kms) in production")
         if not self.cors_origins:
             problems.append("CORS_ORIGINS: empty; list the frontend origins")
+        if self.core.metastore != "bigquery":
+            problems.append("CONVERGENCE_METASTORE: the embedded SQLite metastore is not allowed in production; use 'bigquery'")
         if self.backend == "local":
             problems.append("LAUNCHER_BACKEND: 'local' is not allowed in production; use 'dataflow'")
         if self.backend not in ("local", "dataflow"):

@@ -232,4 +232,4 @@ def test_production_start_up_refuses_unsafe_settings(home, monkeypatch):
         settings.check()
     lines = str(exc.value).splitlines()[1:]
     assert [line.split(":")[0].strip("- ").strip() for line in lines] == [
-        "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "LAUNCHER_BACKEND"]
+        "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "LAUNCHER_BACKEND"]

@@ -103,7 +103,7 @@ def test_production_serve_refuses_with_one_line_per_problem(home):
     lines = proc.stderr.strip().splitlines()
     assert lines[0] == "error: launcher refuses to start:"
     assert {line.split(":")[0].strip(" -") for line in lines[1:]} == {
-        "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "LAUNCHER_BACKEND"}
+        "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "LAUNCHER_BACKEND"}
 
 
 class FakeDataflow(BaseHTTPRequestHandler):

@@ -28,17 +28,25 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class MetastoreSpec:
-    kind: str  # "sqlite"
+    kind: str  # "sqlite" | "bigquery"
     path: str = ""
     configs_dir: str = ""
+    project: str = ""
+    dataset: str = "organizations"
 
     @classmethod
     def from_settings(cls, settings) -> MetastoreSpec:
+        if settings.metastore == "bigquery":
+            return cls(kind="bigquery", configs_dir=str(settings.configs_dir), project=settings.gcp_project)
         return cls(kind="sqlite", path=str(settings.metastore_path), configs_dir=str(settings.configs_dir))
 
     def open(self) -> Metastore:
         from pathlib import Path
 
+        if self.kind == "bigquery":
+            from beam_pipelines.metastore.bigquery import BigQueryMetastore
+
+            return BigQueryMetastore(self.project, Path(self.configs_dir), self.dataset)
         from beam_pipelines.metastore.sqlite import SQLiteMetastore
 
         return SQLiteMetastore(Path(self.path), Path(self.configs_dir))
