@@ -50,6 +50,7 @@ BUCKET     ?= $(PROJECT)-convergence
 REPOSITORY ?= convergence
 IMAGE      ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/pipelines:$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
 PIPELINE   ?= openai/cost/usage_cost
+KMS_KEY_NAME ?= projects/$(PROJECT)/locations/$(REGION)/keyRings/convergence/cryptoKeys/credentials
 RUN        := $(if $(DRY_RUN),@echo,)
 METADATA   := $(wildcard templates/metadata/*.json)
 
@@ -65,7 +66,7 @@ template-build: templates
 	  name=$$(basename $$meta .json); pipeline=$$(echo $$name | sed 's#_#/#; s#_#/#'); \
 	  $(if $(DRY_RUN),echo ,)gcloud dataflow flex-template build gs://$(BUCKET)/templates/$$name.json \
 	    --image=$(IMAGE) --sdk-language=PYTHON --metadata-file=$$meta --project=$(PROJECT) \
-	    --env=CONVERGENCE_PIPELINE=$$pipeline; \
+	    --env=CONVERGENCE_PIPELINE=$$pipeline,ENVIRONMENT=production,GCP_PROJECT_ID=$(PROJECT),KMS_KEY_NAME=$(KMS_KEY_NAME),BIGQUERY_TEMP_LOCATION=gs://$(BUCKET)/tmp; \
 	done
 
 template-run:

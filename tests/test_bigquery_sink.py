@@ -142,3 +142,19 @@ def test_the_sink_is_writetobigquery_with_file_loads(home, tmp_path):
     destination = write.table_reference({"org_slug": "acme", "usage_date": "2026-03-02"})
     assert destination == "proj:acme_dev.openai_cost_daily$20260302"
 
+
+
+def test_staged_billing_rows_reach_the_sink_as_json_rows(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_pipelines.transforms.bigquery_sink import batch_rows
+    from beam_pipelines.transforms.elements import StagedRows
+
+    path = tmp_path / "part.parquet"
+    pq.write_table(pa.table({"usage_date": [date(2026, 3, 2)], "org_slug": ["acme"], "cost": [1.25],
+                             "export_time": [datetime(2026, 3, 3, 1, tzinfo=timezone.utc)]}), path)
+    staged = OrgBatch("acme", "run-a", StagedRows(str(path), date(2026, 3, 2), 1))
+    assert list(batch_rows(staged, [])) == [{"usage_date": "2026-03-02", "org_slug": "acme", "cost": 1.25,
+                                              "export_time": "2026-03-03T01:00:00+00:00"}]
+    assert list(batch_rows(staged, ["run-a"])) == [], "failed runs are filtered before the sink"

@@ -24,7 +24,7 @@ import pandas as pd
 from apache_beam.io.gcp.bigquery import BigQueryDisposition, WriteToBigQuery
 
 from beam_pipelines.config.schema import load_schema
-from beam_pipelines.transforms.elements import OrgBatch, WorkItem
+from beam_pipelines.transforms.elements import OrgBatch, StagedRows, WorkItem
 from beam_pipelines.transforms.step import StepTransform
 
 
@@ -47,7 +47,8 @@ def json_row(row: dict) -> dict:
 def batch_rows(batch: OrgBatch, failed_runs):
     if batch.run_id in set(failed_runs):
         return
-    frame = batch.rows if isinstance(batch.rows, pd.DataFrame) else batch.rows.to_pandas()
+    rows = batch.rows.read() if isinstance(batch.rows, StagedRows) else batch.rows
+    frame = rows if isinstance(rows, pd.DataFrame) else rows.to_pandas()
     for row in frame.to_dict("records"):
         yield json_row(row)
 

@@ -22,7 +22,7 @@ class RunContext:
     metastore: MetastoreSpec
     cipher: CipherSpec
     warehouse_root: Path
-    staging_root: Path
+    staging_root: Path | str  # local folder, or gs:// on Dataflow
     provider_base_urls: dict
     loaded_at: datetime
     org_slugs: tuple[str, ...] = ()
@@ -43,7 +43,9 @@ class RunContext:
             metastore=MetastoreSpec.from_settings(settings),
             cipher=CipherSpec.from_settings(settings),
             warehouse_root=settings.warehouse_dir,
-            staging_root=settings.home / "staging",
+            staging_root=(settings.bigquery_temp_location.rstrip("/") + "/staging"
+                          if settings.sink == "bigquery" and settings.bigquery_temp_location
+                          else settings.home / "staging"),
             provider_base_urls={"openai": settings.openai_base_url, "anthropic": settings.anthropic_base_url,
                                 "gcp_bigquery": settings.bigquery_api_endpoint or None},
             loaded_at=loaded_at,

@@ -41,6 +41,14 @@ class StagedRows:
     def __len__(self) -> int:
         return self.num_rows
 
+    def read(self) -> pa.Table:
+        """Through Beam's FileSystems, so a staging root can be local or ``gs://`` (Dataflow)."""
+        import pyarrow.parquet as pq
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(self.path) as fh:
+            return pq.read_table(fh)
+
 
 class OrgBatch(NamedTuple):
     org_slug: str

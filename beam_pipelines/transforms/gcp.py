@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +10,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.errors import CredentialError
 from beam_pipelines.gcp.flatten import Flattener
@@ -28,6 +28,15 @@ def service_account_info(secret: str) -> dict:
     if not isinstance(info, dict) or info.get("type") != "service_account" or not info.get("client_email"):
         raise CredentialError("gcp credential is not a service-account JSON key (type/client_email)")
     return info
+
+
+def remove_staging(folder: str) -> None:
+    """Best effort: staged parts of a run, once loaded or abandoned."""
+    try:
+        if FileSystems.exists(folder):
+            FileSystems.delete([folder])
+    except Exception:  # noqa: S110 - leftovers are harmless; the next run writes new names
+        pass
 
 
 class GcpBillingFetcher:
@@ -52,19 +61,19 @@ class GcpBillingFetcher:
             yield flatten(batch, item.org_slug, item.run_id, self.loaded_at)
 
     def fetch(self, item: WorkItem, secret: str, metadata: dict) -> list[StagedRows]:
-        folder = Path(self.staging_root) / item.run_id
+        folder = FileSystems.join(str(self.staging_root), item.run_id)
         staged = []
         try:
             for number, table in enumerate(self.batches(item, secret, metadata)):
                 column = table.column("usage_date")
                 for day in pc.unique(column).to_pylist():
                     part = table.filter(pc.equal(column, day))
-                    path = folder / day.isoformat() / f"part-{number:06d}.parquet"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    pq.write_table(part, path)
-                    staged.append(StagedRows(str(path), day, part.num_rows))
+                    path = FileSystems.join(folder, day.isoformat(), f"part-{number:06d}.parquet")
+                    with FileSystems.create(path) as fh:  # local folders are created as needed
+                        pq.write_table(part, fh)
+                    staged.append(StagedRows(path, day, part.num_rows))
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_staging(folder)
             raise
         return staged
 

@@ -13,7 +13,6 @@ import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from beam_pipelines.config.schema import load_schema
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, WorkItem
@@ -64,7 +63,7 @@ class _WritePartition(beam.DoFn):
             if frames and all(isinstance(f, StagedRows) for f in frames):
                 written = self._warehouse.replace_partition_from(
                     self._step.ctx.org_dataset(org_slug), options.table, options.partition_field, day,
-                    (to_arrow(pq.read_table(f.path), self._schema, options.table) for f in frames),
+                    (to_arrow(f.read(), self._schema, options.table) for f in frames),
                     arrow_schema(self._schema),
                 )
                 yield self._step.event(run_id, org_slug, rows=written, started_at=started, table=options.table)

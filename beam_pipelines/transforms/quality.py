@@ -21,7 +21,7 @@ from beam_pipelines.transforms.step import StepTransform
 def _frames(rows: list) -> list[pd.DataFrame]:
     """Whole frames for in-memory batches; staged (larger-than-memory) batches are checked part by part."""
     in_memory = [r.to_pandas() if isinstance(r, pa.Table) else r for r in rows if not isinstance(r, StagedRows)]
-    parts = [pd.read_parquet(r.path) for r in rows if isinstance(r, StagedRows)]
+    parts = [r.read().to_pandas() for r in rows if isinstance(r, StagedRows)]
     return ([pd.concat(in_memory, ignore_index=True)] if in_memory else []) + parts
 
 

@@ -6,11 +6,10 @@ Step log ids are ``{run_id}:{step_id}``, so a retried bundle rewrites rather tha
 """
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timezone
-from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.transforms.elements import StepEvent
 from beam_pipelines.transforms.fetch import step_log_row
@@ -73,7 +72,9 @@ class _RecordRun(beam.DoFn):
             update["duration_ms"] = int((ended - datetime.fromisoformat(started)).total_seconds() * 1000)
         self._metastore.update_run(run_id, ended_at=ended, **update)
         if self._staging_root is not None:  # staged rows are loaded (or abandoned) by now
-            shutil.rmtree(Path(self._staging_root) / run_id, ignore_errors=True)
+            from beam_pipelines.transforms.gcp import remove_staging
+
+            remove_staging(FileSystems.join(str(self._staging_root), run_id))
         yield {"run_id": run_id, "org_slug": org_slug, "status": update["status"],
                "rows_written": update["rows_written"], "error_message": update["error_message"],
                "start_date": str(items[0].start_date) if items else None,
