@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from datetime import date, datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from google.auth.credentials import AnonymousCredentials
@@ -13,48 +11,34 @@ from google.cloud import bigquery
 
 from beam_pipelines.metastore.bigquery import BigQueryMetastore
 from tests.conftest import CONFIGS
+from tests.http_fakes import JsonHandler, serve
 
 
-class FakeBigQuery(BaseHTTPRequestHandler):
+class FakeBigQuery(JsonHandler):
     """jobs.insert records the query; getQueryResults answers with the next canned result."""
 
     queries: list = []
     results: list = []
 
-    def log_message(self, *args):
-        pass
-
-    def _send(self, body):
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         FakeBigQuery.queries.append(body["configuration"]["query"])
         reference = {"projectId": "proj", "jobId": body["jobReference"]["jobId"], "location": "EU"}
-        return self._send({"jobReference": reference, "status": {"state": "DONE"}, "configuration": body["configuration"]})
+        return self.send_json({"jobReference": reference, "status": {"state": "DONE"}, "configuration": body["configuration"]})
 
     def do_GET(self):
         fields, rows = FakeBigQuery.results.pop(0) if FakeBigQuery.results else ([], [])
-        return self._send({"jobComplete": True, "totalRows": str(len(rows)), "jobReference": {"projectId": "proj",
+        return self.send_json({"jobComplete": True, "totalRows": str(len(rows)), "jobReference": {"projectId": "proj",
                            "jobId": "j", "location": "EU"}, "schema": {"fields": fields},
                            "rows": [{"f": [{"v": v} for v in row]} for row in rows]})
 
 
 @pytest.fixture
 def store():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeBigQuery)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeBigQuery.queries, FakeBigQuery.results = [], []
-    client = bigquery.Client(project="proj", credentials=AnonymousCredentials(),
-                             client_options={"api_endpoint": f"http://127.0.0.1:{server.server_address[1]}"})
-    yield BigQueryMetastore("proj", CONFIGS, client=client)
-    server.shutdown()
-    server.server_close()
+    with serve(FakeBigQuery) as url:
+        client = bigquery.Client(project="proj", credentials=AnonymousCredentials(), client_options={"api_endpoint": url})
+        yield BigQueryMetastore("proj", CONFIGS, client=client)
 
 
 def params(query):

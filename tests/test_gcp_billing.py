@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
@@ -24,6 +22,7 @@ from beam_pipelines.pipeline.run import RunRequest, run_pipeline
 from beam_pipelines.transforms.elements import WorkItem
 from beam_pipelines.transforms.gcp import GcpBillingFetcher
 from beam_pipelines.warehouse.local import LocalWarehouse
+from tests.http_fakes import JsonHandler, serve
 
 DAY = date(2026, 3, 2)
 NOW = datetime(2026, 3, 10, tzinfo=timezone.utc)
@@ -116,7 +115,7 @@ def test_seed_refuses_an_export_that_is_neither_table_nor_file(settings):
         seed_org(settings, "acme", gcp_billing_export="/nope/missing.parquet")
 
 
-class FakeGoogle(BaseHTTPRequestHandler):
+class FakeGoogle(JsonHandler):
     """OAuth token endpoint + BigQuery jobs.insert / getQueryResults, with two result pages."""
 
     calls: list = []
@@ -130,16 +129,7 @@ class FakeGoogle(BaseHTTPRequestHandler):
                                                                              {"name": "amount", "type": "FLOAT"}]},
     ]}
 
-    def log_message(self, *args):
-        pass
 
-    def _send(self, body):
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
     @staticmethod
     def _row(i):
@@ -152,8 +142,8 @@ class FakeGoogle(BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         FakeGoogle.calls.append(("POST", self.path.split("?")[0], self.headers.get("Authorization"), raw))
         if self.path.startswith("/token"):
-            return self._send({"access_token": "token-for-reader", "expires_in": 3600, "token_type": "Bearer"})
-        return self._send({"jobReference": {"projectId": "cust-proj", "jobId": "job-1", "location": "US"},
+            return self.send_json({"access_token": "token-for-reader", "expires_in": 3600, "token_type": "Bearer"})
+        return self.send_json({"jobReference": {"projectId": "cust-proj", "jobId": "job-1", "location": "US"},
                            "status": {"state": "DONE"}, "configuration": json.loads(raw)["configuration"]})
 
     def do_GET(self):
@@ -161,19 +151,16 @@ class FakeGoogle(BaseHTTPRequestHandler):
         FakeGoogle.calls.append(("GET", self.path.split("?")[0], self.headers.get("Authorization"), query))
         second = "pageToken" in query
         rows = [self._row(i) for i in (range(3, 5) if second else range(0, 3))]
-        return self._send({"jobReference": {"projectId": "cust-proj", "jobId": "job-1", "location": "US"},
+        return self.send_json({"jobReference": {"projectId": "cust-proj", "jobId": "job-1", "location": "US"},
                            "jobComplete": True, "schema": self.SCHEMA, "totalRows": "5", "rows": rows,
                            **({} if second else {"pageToken": "page-2"})})
 
 
 @pytest.fixture
 def fake_google():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGoogle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeGoogle.calls = []
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(FakeGoogle) as url:
+        yield url
 
 
 def test_bigquery_path_query_parameters_credentials_and_paging(fake_google):

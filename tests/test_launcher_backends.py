@@ -6,10 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -28,6 +26,7 @@ from launcher.auth import google_oidc_verifier
 from launcher.backends import LaunchSpec
 from launcher.backends.dataflow import DataflowBackend
 from launcher.backends.local import LocalBackend
+from tests.http_fakes import JsonHandler, serve
 from tests.launcher_support import launcher_settings, make_app, running_server
 
 DAY = (date.today() - timedelta(days=2)).isoformat()
@@ -106,38 +105,26 @@ def test_production_serve_refuses_with_one_line_per_problem(home):
         "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "LAUNCHER_BACKEND"}
 
 
-class FakeDataflow(BaseHTTPRequestHandler):
+class FakeDataflow(JsonHandler):
     requests: list = []
 
-    def log_message(self, *args):
-        pass
 
-    def _reply(self, body):
-        payload = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeDataflow.requests.append((self.path.split("?")[0], body))
-        self._reply({"job": {"id": "2026-11-26_01_02_03-123456789", "projectId": "proj"}})
+        self.send_json({"job": {"id": "2026-11-26_01_02_03-123456789", "projectId": "proj"}})
 
     def do_GET(self):
         FakeDataflow.requests.append((self.path.split("?")[0], None))
-        self._reply({"id": "2026-11-26_01_02_03-123456789", "currentState": "JOB_STATE_RUNNING"})
+        self.send_json({"id": "2026-11-26_01_02_03-123456789", "currentState": "JOB_STATE_RUNNING"})
 
 
 @pytest.fixture
 def fake_dataflow():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeDataflow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     FakeDataflow.requests = []
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve(FakeDataflow) as url:
+        yield url
 
 
 def test_dataflow_launch_request_field_by_field(home, fake_dataflow, monkeypatch):
@@ -172,18 +159,11 @@ def test_dataflow_launch_request_field_by_field(home, fake_dataflow, monkeypatch
     assert FakeDataflow.requests[1][0] == "/v1b3/projects/proj/locations/europe-west1/jobs/2026-11-26_01_02_03-123456789"
 
 
-class Certs(BaseHTTPRequestHandler):
+class Certs(JsonHandler):
     body = b"{}"
 
-    def log_message(self, *args):
-        pass
-
     def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(Certs.body)))
-        self.end_headers()
-        self.wfile.write(Certs.body)
+        self.send_json(Certs.body)
 
 
 def _signing_key():
@@ -201,9 +181,6 @@ def test_scheduler_accepts_only_google_signed_tokens_of_the_service_account(sett
     seed_org(settings, "acme")
     signer, cert = _signing_key()
     Certs.body = json.dumps({"kid1": cert}).encode()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Certs)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    verifier = google_oidc_verifier(f"http://127.0.0.1:{server.server_address[1]}/certs")
     audience = "https://launcher.example.test/api/v1/scheduler/trigger"
     sa = "scheduler@proj.iam.gserviceaccount.com"
 
@@ -213,8 +190,9 @@ def test_scheduler_accepts_only_google_signed_tokens_of_the_service_account(sett
                   "iat": now, "exp": now + 600, "sub": "1"}
         return jwt.encode(with_signer, claims).decode()
 
-    app, backend = make_app(oidc_verifier=verifier, scheduler_service_account=sa, scheduler_audience=audience)
-    try:
+    with serve(Certs) as certs_url:
+        verifier = google_oidc_verifier(f"{certs_url}/certs")
+        app, backend = make_app(oidc_verifier=verifier, scheduler_service_account=sa, scheduler_audience=audience)
         with running_server(app) as url:
             def call(t):
                 return requests.post(f"{url}/api/v1/scheduler/trigger", headers={"Authorization": f"Bearer {t}"},
@@ -228,6 +206,3 @@ def test_scheduler_accepts_only_google_signed_tokens_of_the_service_account(sett
             ok = call(token())
             assert ok.status_code == 202 and ok.json()["launched"][0]["runs"] == 1
             assert len(backend.launched) == 1
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -5,10 +5,7 @@ import base64
 import ipaddress
 import json
 import socket
-import threading
-import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import apache_beam as beam
 import google_crc32c
@@ -38,6 +35,7 @@ from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import OrgBatch
 from beam_pipelines.warehouse.local import LocalWarehouse
 from tests.conftest import CONFIGS
+from tests.http_fakes import JsonHandler, serve
 
 PIPELINE = "openai/cost/usage_cost"
 CANARY = "sk-proj-CANARY-notify-77aa"
@@ -185,29 +183,21 @@ def smtp_server(tmp_path, monkeypatch):
     controller.stop()
 
 
-class Hook(BaseHTTPRequestHandler):
+class Hook(JsonHandler):
     received: list = []
 
-    def log_message(self, *args):
-        pass
 
     def do_POST(self):
-        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
+        Hook.received.append(self.read_json())
+        self.send_json(b"ok", content_type="text/plain")
 
 
 @pytest.fixture
 def webhook(monkeypatch):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     Hook.received = []
-    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXXX")
-    yield Hook.received
-    server.shutdown()
-    server.server_close()
+    with serve(Hook) as url:
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{url}/services/T000/B000/XXXX")
+        yield Hook.received
 
 
 def test_one_email_and_one_slack_message_per_run_with_the_summary_and_no_secret(settings, smtp_server, webhook, past_days):
@@ -252,39 +242,25 @@ def test_notify_config_must_match_its_channel(configs_copy):
         load_pipeline(configs_copy, PIPELINE)
 
 
-class FakeSecretManager(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
+class FakeSecretManager(JsonHandler):
 
     def do_GET(self):
         path = self.path.split("?")[0]
         data = b"hooks-secret-value"
-        body = json.dumps({"name": path.removeprefix("/v1/").removesuffix(":access"),
-                           "payload": {"data": base64.b64encode(data).decode(), "dataCrc32c": str(google_crc32c.value(data))}})
         FakeSecretManager.paths.append(path)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body.encode())
+        self.send_json({"name": path.removeprefix("/v1/").removesuffix(":access"),
+                        "payload": {"data": base64.b64encode(data).decode(), "dataCrc32c": str(google_crc32c.value(data))}})
 
 
 def test_service_secrets_from_secret_manager_or_env():
     from google.cloud import secretmanager
 
     FakeSecretManager.paths = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSecretManager)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        client = secretmanager.SecretManagerServiceClient(
-            transport="rest", credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": f"http://127.0.0.1:{server.server_address[1]}"})
+    with serve(FakeSecretManager) as url:
+        client = secretmanager.SecretManagerServiceClient(transport="rest", credentials=AnonymousCredentials(),
+                                                          client_options={"api_endpoint": url})
         env = {"SLACK_WEBHOOK_URL_SECRET": "projects/p1/secrets/slack-webhook", "SLACK_WEBHOOK_URL": "ignored"}
         assert resolve_secret("SLACK_WEBHOOK_URL", env, client) == "hooks-secret-value"
         assert FakeSecretManager.paths == ["/v1/projects/p1/secrets/slack-webhook/versions/latest:access"]
         assert resolve_secret("SMTP_PASSWORD", {"SMTP_PASSWORD": "from-env"}, client) == "from-env"
         assert resolve_secret("SMTP_PASSWORD", {}, client) is None
-    finally:
-        server.shutdown()
-        server.server_close()
-    time.sleep(0)

@@ -5,8 +5,6 @@ import base64
 import json
 import multiprocessing
 import stat
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import google_crc32c
 import pytest
@@ -17,6 +15,7 @@ from beam_pipelines.secrets import credential_aad
 from beam_pipelines.secrets.api_keys import generate_api_key, hash_api_key, hashes_match
 from beam_pipelines.secrets.kms import KmsCipher
 from beam_pipelines.secrets.local import LocalAesGcmCipher
+from tests.http_fakes import JsonHandler, serve
 
 KEY_NAME = "projects/p1/locations/europe-west1/keyRings/convergence/cryptoKeys/credentials"
 
@@ -77,13 +76,11 @@ def test_api_keys_are_hashed_and_compared_in_constant_time():
     assert not hashes_match(digest, key + "x")
 
 
-class FakeKms(BaseHTTPRequestHandler):
+class FakeKms(JsonHandler):
     """Cloud KMS's REST surface (v1 encrypt/decrypt), reversible with a fixed XOR 'key'."""
 
     calls: list = []
 
-    def log_message(self, *args):
-        pass
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -100,38 +97,21 @@ class FakeKms(BaseHTTPRequestHandler):
         else:
             data = base64.b64decode(body["ciphertext"])
             if not data.endswith(aad):
-                self.send_response(400)
-                self.send_header("Content-Type", "application/json")
-                payload = json.dumps({"error": {"code": 400, "message": "Decryption failed", "status": "INVALID_ARGUMENT"}}).encode()
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.send_json({"error": {"code": 400, "message": "Decryption failed", "status": "INVALID_ARGUMENT"}}, 400)
                 return
             out = bytes(b ^ 0x5A for b in data[: len(data) - len(aad)])
             reply = {"plaintext": base64.b64encode(out).decode(), "plaintextCrc32c": str(google_crc32c.value(out))}
-        payload = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_json(reply)
 
 
 @pytest.fixture
 def kms_client():
     from google.cloud import kms
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKms)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     FakeKms.calls = []
-    client = kms.KeyManagementServiceClient(
-        transport="rest", credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": f"http://127.0.0.1:{server.server_address[1]}"},
-    )
-    yield client
-    server.shutdown()
-    server.server_close()
+    with serve(FakeKms) as url:
+        yield kms.KeyManagementServiceClient(transport="rest", credentials=AnonymousCredentials(),
+                                             client_options={"api_endpoint": url})
 
 
 def test_kms_cipher_sends_key_name_aad_and_checksums(kms_client):

@@ -44,10 +44,11 @@ def test_failed_write_leaves_the_old_partition_intact(tmp_path, monkeypatch):
     wh = LocalWarehouse(tmp_path)
     wh.replace_partition("acme_dev", "t", "usage_date", DAY, to_arrow(frame(4), SCHEMA, "t"))
 
-    def boom(*args, **kwargs):
-        raise OSError("disk full")
+    class FullDisk(pq.ParquetWriter):
+        def write_table(self, *args, **kwargs):
+            raise OSError("disk full")
 
-    monkeypatch.setattr(pq, "write_table", boom)
+    monkeypatch.setattr(pq, "ParquetWriter", FullDisk)
     with pytest.raises(OSError):
         wh.replace_partition("acme_dev", "t", "usage_date", DAY, to_arrow(frame(9), SCHEMA, "t"))
     monkeypatch.undo()

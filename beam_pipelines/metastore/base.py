@@ -52,6 +52,17 @@ class MetastoreSpec:
         return SQLiteMetastore(Path(self.path), Path(self.configs_dir))
 
 
+RUN_UPDATABLE = frozenset({"status", "rows_written", "error_message", "runner", "job_id", "started_at", "ended_at",
+                           "duration_ms"})
+
+
+def check_run_update(fields: dict) -> None:
+    """Only a run's outcome may change; who, what and when it was asked for never do."""
+    unknown = set(fields) - RUN_UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot update run fields {sorted(unknown)}")
+
+
 class Metastore(abc.ABC):
     """Rows are plain dicts keyed by the column names of the JSON schemas in configs/system/."""
 

@@ -16,7 +16,14 @@ from pathlib import Path
 import yaml
 
 from beam_pipelines.config.schema import load_schema
-from beam_pipelines.metastore.base import ELIGIBLE_SUBSCRIPTIONS, SUBSCRIPTION_STATUSES, Metastore, Reservation, utcnow
+from beam_pipelines.metastore.base import (
+    ELIGIBLE_SUBSCRIPTIONS,
+    SUBSCRIPTION_STATUSES,
+    Metastore,
+    Reservation,
+    check_run_update,
+    utcnow,
+)
 
 PARAM_TYPES = {"STRING": "STRING", "JSON": "JSON", "DATE": "DATE", "TIMESTAMP": "TIMESTAMP", "INTEGER": "INT64",
                "INT64": "INT64", "BOOLEAN": "BOOL", "BOOL": "BOOL", "FLOAT": "FLOAT64", "FLOAT64": "FLOAT64",
@@ -178,13 +185,8 @@ class BigQueryMetastore(Metastore):
             [self._param(table, c, v) for c, v in row.items()],
         )
 
-    RUN_UPDATABLE = {"status", "rows_written", "error_message", "runner", "job_id", "started_at", "ended_at",
-                     "duration_ms"}
-
     def update_run(self, run_id, **fields):
-        unknown = set(fields) - self.RUN_UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update run fields {sorted(unknown)}")
+        check_run_update(fields)
         if not fields:
             return
         sets = ", ".join(f"{k} = @{k}" for k in fields)

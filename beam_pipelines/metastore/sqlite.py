@@ -23,6 +23,7 @@ from beam_pipelines.metastore.base import (
     SUBSCRIPTION_STATUSES,
     Metastore,
     Reservation,
+    check_run_update,
     utcnow,
 )
 
@@ -237,13 +238,8 @@ class SQLiteMetastore(Metastore):
                 tuple(row.values()),
             )
 
-    RUN_UPDATABLE = {"status", "rows_written", "error_message", "runner", "job_id", "started_at",
-                     "ended_at", "duration_ms"}
-
     def update_run(self, run_id, **fields):
-        unknown = set(fields) - self.RUN_UPDATABLE
-        if unknown:
-            raise ValueError(f"cannot update run fields {sorted(unknown)}")
+        check_run_update(fields)
         if not fields:
             return
         sets = ", ".join(f"{k} = ?" for k in fields)

@@ -82,15 +82,6 @@ class AnthropicUsageClient(ProviderClient):
     def auth_headers(self) -> dict[str, str]:
         return {"x-api-key": self._admin_key, "anthropic-version": API_VERSION}
 
-    def error_message(self, response: requests.Response) -> str:
-        try:
-            error = response.json().get("error") or {}
-            if error.get("message"):
-                return f"{error.get('type') or 'error'}: {error['message']}"
-        except (ValueError, AttributeError):
-            pass
-        return super().error_message(response)
-
     def is_transient(self, response: requests.Response, message: str) -> bool:
         if response.status_code == 429 and any(m in message.lower() for m in SPEND_LIMIT_MARKERS):
             return False

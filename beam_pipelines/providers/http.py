@@ -83,7 +83,16 @@ class ProviderClient:
         raise NotImplementedError
 
     def error_message(self, response: requests.Response) -> str:
-        """The provider's own error message from an error body (never echoes request headers)."""
+        """The provider's own message from an error body (never echoes request headers).
+
+        OpenAI and Anthropic both answer ``{"error": {"type" (or "code"), "message"}}``.
+        """
+        try:
+            error = response.json().get("error") or {}
+            if error.get("message"):
+                return f"{error.get('type') or error.get('code') or 'error'}: {error['message']}"
+        except (ValueError, AttributeError):
+            pass
         return (response.text or "").strip()[:300] or response.reason or "no error message"
 
     def is_transient(self, response: requests.Response, message: str) -> bool:

@@ -92,16 +92,6 @@ class OpenAIUsageClient(ProviderClient):
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._admin_key}"}
 
-    def error_message(self, response: requests.Response) -> str:
-        try:
-            error = response.json().get("error") or {}
-            message = error.get("message")
-            if message:
-                return f"{error.get('type') or error.get('code') or 'error'}: {message}"
-        except (ValueError, AttributeError):
-            pass
-        return super().error_message(response)
-
     def is_transient(self, response: requests.Response, message: str) -> bool:
         # An exhausted quota answers 429 too, but waiting will not help: fail the org at once.
         if response.status_code == 429 and "insufficient_quota" in message:

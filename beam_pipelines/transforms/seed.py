@@ -13,7 +13,9 @@ from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.warehouse.arrow_schema import to_arrow
 
 
-class _SeedOrg(beam.DoFn):
+class _WarehouseDoFn(beam.DoFn):
+    """Reads and writes the org's unpartitioned tables in the local warehouse."""
+
     def __init__(self, step: StepTransform):
         self._step = step
 
@@ -22,6 +24,8 @@ class _SeedOrg(beam.DoFn):
 
         self._warehouse = LocalWarehouse(self._step.ctx.warehouse_root)
 
+
+class _SeedOrg(_WarehouseDoFn):
     def process(self, item: WorkItem):
         started = datetime.now(timezone.utc)
         dataset = self._step.ctx.org_dataset(item.org_slug)
@@ -51,15 +55,7 @@ class SeedCsv(StepTransform):
         return {"main": outputs.main, "events": outputs[EVENTS]}
 
 
-class _Subscriptions(beam.DoFn):
-    def __init__(self, step: StepTransform):
-        self._step = step
-
-    def setup(self):
-        from beam_pipelines.warehouse.local import LocalWarehouse
-
-        self._warehouse = LocalWarehouse(self._step.ctx.warehouse_root)
-
+class _Subscriptions(_WarehouseDoFn):
     def process(self, item: WorkItem):
         started = datetime.now(timezone.utc)
         try:

@@ -37,12 +37,7 @@ def to_arrow(frame: pd.DataFrame | pa.Table, schema: TableSchema, table: str) ->
     target = arrow_schema(schema)
     if isinstance(frame, pa.Table):
         return _cast_table(frame, schema, target, table)
-    missing = [n for n in target.names if n not in frame.columns]
-    if missing:
-        raise WarehouseError(f"{table}: rows lack column(s) {missing}")
-    extra = [c for c in frame.columns if c not in target.names]
-    if extra:
-        raise WarehouseError(f"{table}: rows have column(s) not in the schema {extra}")
+    _check_columns(list(frame.columns), target.names, table)
     for field in schema.fields:
         if field.required and frame[field.name].isna().any():
             raise WarehouseError(f"{table}: REQUIRED column {field.name!r} has NULL values")
@@ -53,13 +48,17 @@ def to_arrow(frame: pd.DataFrame | pa.Table, schema: TableSchema, table: str) ->
     return result
 
 
-def _cast_table(rows: pa.Table, schema: TableSchema, target: pa.Schema, table: str) -> pa.Table:
-    missing = [n for n in target.names if n not in rows.column_names]
+def _check_columns(columns: list[str], expected: list[str], table: str) -> None:
+    missing = [n for n in expected if n not in columns]
     if missing:
         raise WarehouseError(f"{table}: rows lack column(s) {missing}")
-    extra = [c for c in rows.column_names if c not in target.names]
+    extra = [c for c in columns if c not in expected]
     if extra:
         raise WarehouseError(f"{table}: rows have column(s) not in the schema {extra}")
+
+
+def _cast_table(rows: pa.Table, schema: TableSchema, target: pa.Schema, table: str) -> pa.Table:
+    _check_columns(rows.column_names, target.names, table)
     for field in schema.fields:
         if field.required and rows.column(field.name).null_count:
             raise WarehouseError(f"{table}: REQUIRED column {field.name!r} has NULL values")

@@ -38,24 +38,7 @@ class LocalWarehouse:
 
     def replace_partition(self, dataset: str, table: str, field: str, day: date, rows: pa.Table) -> int:
         """Make the partition hold exactly ``rows``; returns the row count written."""
-        path = self.partition_path(dataset, table, field, day)
-        if rows.num_rows == 0:
-            if path.exists():
-                path.unlink()
-            return 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        try:
-            pq.write_table(rows, tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return rows.num_rows
+        return self.replace_partition_from(dataset, table, field, day, [rows], rows.schema)
 
     def replace_partition_from(self, dataset: str, table: str, field: str, day: date, parts, schema: pa.Schema) -> int:
         """Like :meth:`replace_partition`, streaming ``parts`` (Arrow tables) one at a time."""
