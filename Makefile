@@ -73,7 +73,7 @@ template-run:
 	$(RUN) gcloud dataflow flex-template run "$$(echo $(PIPELINE) | tr '/_' '--')-manual-$$(date -u +%Y%m%d-%H%M%S)" \
 	  --template-file-gcs-location=gs://$(BUCKET)/templates/$(subst /,_,$(PIPELINE)).json \
 	  --region=$(REGION) --project=$(PROJECT) \
-	  --parameters=org_slugs=$(ORGS),run_ids=$(RUN_IDS),start_date=$(START_DATE),end_date=$(END_DATE),environment=production
+	  --parameters=org_slugs=$(ORGS),run_ids=$(RUN_IDS),start_date=$(START_DATE),end_date=$(END_DATE),environment=production,sdk_container_image=$(IMAGE)
 
 clean:
 	rm -rf .convergence bench-results.json .pytest_cache

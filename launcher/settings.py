@@ -36,6 +36,7 @@ class LauncherSettings:
     templates_path: str = ""  # gs://bucket/templates
     dataflow_service_account: str = ""
     dataflow_temp_location: str = ""
+    dataflow_sdk_image: str = ""  # the template image, so workers run the same code as the launcher
 
     @classmethod
     def from_env(cls, core: Settings) -> LauncherSettings:
@@ -61,6 +62,7 @@ class LauncherSettings:
             templates_path=_env("DATAFLOW_TEMPLATES_PATH"),
             dataflow_service_account=_env("DATAFLOW_SERVICE_ACCOUNT"),
             dataflow_temp_location=_env("DATAFLOW_TEMP_LOCATION"),
+            dataflow_sdk_image=_env("DATAFLOW_SDK_CONTAINER_IMAGE"),
         )
 
     def production_problems(self) -> list[str]:

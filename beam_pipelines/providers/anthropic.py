@@ -92,10 +92,8 @@ class AnthropicUsageClient(ProviderClient):
         """Pages of daily buckets for the UTC days ``start``..``end_inclusive`` (ending never in the future)."""
         now = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
         ending = min(day_start(end_inclusive + timedelta(days=1)), now)
-        params = [("starting_at", rfc3339(day_start(start))), ("ending_at", rfc3339(ending)),
-                  ("bucket_width", "1d"), ("limit", str(page_limit))]
-        params += [("group_by[]", g) for g in group_by]
-        yield from self.paginate(USAGE_PATH, params, UsagePage)
+        window = [("starting_at", rfc3339(day_start(start))), ("ending_at", rfc3339(ending))]
+        yield from self.daily_pages(USAGE_PATH, window, page_limit, group_by, UsagePage)
 
 
 def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime) -> list[dict]:

@@ -152,6 +152,13 @@ class ProviderClient:
                 self.provider, f"{path}: response is not valid JSON", response.status_code
             ) from None
 
+    def daily_pages(self, path: str, window: list[tuple[str, str]], page_limit: int, group_by: tuple[str, ...],
+                    page_model: type[BaseModel]) -> Iterator[BaseModel]:
+        """The usage-report query both providers share: a time window, 1d buckets, ``group_by[]``."""
+        params = list(window) + [("bucket_width", "1d"), ("limit", str(page_limit))]
+        params += [("group_by[]", g) for g in group_by]
+        yield from self.paginate(path, params, page_model)
+
     def paginate(self, path: str, params: list[tuple[str, str]], page_model: type[BaseModel],
                  cursor_param: str = "page") -> Iterator[BaseModel]:
         """Yield validated pages in cursor order until ``has_more`` is false.

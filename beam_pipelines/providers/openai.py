@@ -103,10 +103,8 @@ class OpenAIUsageClient(ProviderClient):
                           now: datetime | None = None) -> Iterator[UsagePage]:
         """Pages of daily buckets covering the UTC days ``start``..``end_inclusive``."""
         end_time = min(unix(end_inclusive + timedelta(days=1)), int((now or datetime.now(timezone.utc)).timestamp()))
-        params = [("start_time", str(unix(start))), ("end_time", str(end_time)),
-                  ("bucket_width", "1d"), ("limit", str(page_limit))]
-        params += [("group_by[]", g) for g in group_by]
-        yield from self.paginate(USAGE_PATH, params, UsagePage)
+        window = [("start_time", str(unix(start))), ("end_time", str(end_time))]
+        yield from self.daily_pages(USAGE_PATH, window, page_limit, group_by, UsagePage)
 
 
 def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime) -> list[dict]:

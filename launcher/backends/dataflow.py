@@ -71,6 +71,8 @@ class DataflowBackend:
                     "start_date": spec.start_date.isoformat(),
                     "end_date": spec.end_date.isoformat(),
                     "environment": self.settings.core.environment,
+                    **({"sdk_container_image": self.settings.dataflow_sdk_image}
+                       if self.settings.dataflow_sdk_image else {}),
                 },
                 environment=environment,
             ),
