@@ -16,6 +16,9 @@ INSTALL_REQUIRES = [
     "PyYAML==6.0.4",
     "requests==2.34.2",
     "urllib3==2.8.0",
+    "tenacity==9.1.4",
+    "google-crc32c==1.9.0",
+    "numpy==2.4.6",
     "pandas==3.1.1",
     "pyarrow==25.0.1",
     "duckdb==2.0.1",
@@ -36,6 +39,7 @@ EXTRAS_REQUIRE = {
         "ruff==0.17.6",
         "psutil==7.2.2",
         "httpx==0.28.1",
+        "aiosmtpd==1.4.6",
     ],
     "bench": ["locust==2.47.0"],
 }
