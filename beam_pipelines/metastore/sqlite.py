@@ -27,6 +27,8 @@ from beam_pipelines.metastore.base import (
     utcnow,
 )
 
+_WRITE_LOCK = threading.Lock()
+
 SQLITE_TYPES = {
     "STRING": "TEXT", "JSON": "TEXT", "DATE": "TEXT", "TIMESTAMP": "TEXT", "DATETIME": "TEXT",
     "INTEGER": "INTEGER", "INT64": "INTEGER", "BOOLEAN": "INTEGER", "BOOL": "INTEGER",
@@ -88,14 +90,17 @@ class SQLiteMetastore(Metastore):
 
     @contextmanager
     def _tx(self):
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        # Threads of one process queue on a mutex; SQLite's busy handler (which sleeps and
+        # retries) is then only needed between processes. This keeps lock waits short under load.
+        with _WRITE_LOCK:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _one(self, sql: str, params=()) -> dict | None:
         row = self._conn().execute(sql, params).fetchone()
