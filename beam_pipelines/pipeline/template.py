@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from datetime import date
+from datetime import date, datetime, timezone
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -62,8 +62,6 @@ def run(argv: list[str] | None = None) -> beam.runners.runner.PipelineResult:
     pipeline_id = os.environ.get("CONVERGENCE_PIPELINE", "")
     loaded = load_pipeline(settings.configs_dir, pipeline_id)
     items = parse_work_items(args)
-    from datetime import datetime, timezone
-
     ctx = RunContext.from_settings(settings, loaded, datetime.now(timezone.utc), tuple(i.org_slug for i in items))
     p = beam.Pipeline(options=PipelineOptions(beam_args, save_main_session=False))
     compile_pipeline(p, ctx, items)

@@ -42,39 +42,11 @@ class LocalWarehouse:
 
     def replace_partition_from(self, dataset: str, table: str, field: str, day: date, parts, schema: pa.Schema) -> int:
         """Like :meth:`replace_partition`, streaming ``parts`` (Arrow tables) one at a time."""
-        path = self.partition_path(dataset, table, field, day)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        written = 0
-        try:
-            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-                for part in parts:
-                    writer.write_table(part)
-                    written += part.num_rows
-            if written == 0:
-                os.unlink(tmp)
-                if path.exists():
-                    path.unlink()
-                return 0
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return written
+        return _atomic_write(self.partition_path(dataset, table, field, day), parts, schema)
 
     def write_table(self, dataset: str, table: str, rows: pa.Table) -> int:
         """Replace a whole unpartitioned table (e.g. a per-org price list)."""
-        path = self._table_dir(dataset, table) / DATA_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
-        pq.write_table(rows, tmp)
-        os.replace(tmp, path)
-        return rows.num_rows
+        return _atomic_write(self._table_dir(dataset, table) / DATA_FILE, [rows], rows.schema)
 
     def tables(self) -> list[tuple[str, str]]:
         found = []
@@ -119,3 +91,29 @@ class LocalWarehouse:
             raise WarehouseError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
             conn.close()
+
+
+def _atomic_write(path: Path, parts, schema: pa.Schema) -> int:
+    """Write ``parts`` to a temp file beside ``path``, fsync, then rename over it; no rows removes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
+    os.close(fd)
+    written = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for part in parts:
+                writer.write_table(part)
+                written += part.num_rows
+        if written == 0:
+            os.unlink(tmp)
+            if path.exists():
+                path.unlink()
+            return 0
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return written
