@@ -115,9 +115,12 @@ class FakeDataflow(JsonHandler):
         FakeDataflow.requests.append((self.path.split("?")[0], body))
         self.send_json({"job": {"id": "2026-11-26_01_02_03-123456789", "projectId": "proj"}})
 
+    states: dict = {}
+
     def do_GET(self):
         FakeDataflow.requests.append((self.path.split("?")[0], None))
-        self.send_json({"id": "2026-11-26_01_02_03-123456789", "currentState": "JOB_STATE_RUNNING"})
+        job_id = self.path.split("?")[0].rsplit("/", 1)[-1]
+        self.send_json({"id": job_id, "currentState": FakeDataflow.states.get(job_id, "JOB_STATE_RUNNING")})
 
 
 @pytest.fixture
@@ -138,7 +141,8 @@ def test_dataflow_launch_request_field_by_field(home, fake_dataflow, monkeypatch
                                  dataflow_service_account="df@proj.iam.gserviceaccount.com",
                                  dataflow_temp_location="gs://bkt/tmp")
     settings = type(settings)(**{**settings.__dict__, "core": type(settings.core)(**{**settings.core.__dict__, "gcp_project": "proj"})})
-    backend = DataflowBackend(settings, templates_client=templates, jobs_client=jobs)
+    store = MetastoreSpec.from_settings(settings.core).open()
+    backend = DataflowBackend(settings, templates_client=templates, jobs_client=jobs, metastore=store, poll_seconds=3600)
     backend.start()
     spec = LaunchSpec("openai/cost/usage_cost", (("acme", "a1b2c3d4e5"), ("globex", "f6e5d4c3b2")),
                       date(2026, 3, 1), date(2026, 3, 2), "scheduler")
@@ -157,6 +161,21 @@ def test_dataflow_launch_request_field_by_field(home, fake_dataflow, monkeypatch
     assert "sk-" not in json.dumps(body)
     assert backend.status("2026-11-26_01_02_03-123456789") == "RUNNING"
     assert FakeDataflow.requests[1][0] == "/v1b3/projects/proj/locations/europe-west1/jobs/2026-11-26_01_02_03-123456789"
+
+    # a job that dies before its run-log stage: the launcher closes its runs with the job's fate
+    seed_org(settings.core, "acme")
+    for run_id, job in (("a1b2c3d4e5", "job-dead"), ("f6e5d4c3b2", "job-alive")):
+        store.create_run({"pipeline_logging_id": run_id, "org_slug": "acme", "pipeline_id": "openai/cost/usage_cost",
+                          "status": "RUNNING", "trigger_type": "api", "start_date": "2026-03-01", "end_date": "2026-03-01",
+                          "runner": "dataflow", "job_id": job})
+    FakeDataflow.states = {"job-dead": "JOB_STATE_FAILED"}
+    try:
+        assert backend.reconcile_once() == ["a1b2c3d4e5"]
+    finally:
+        FakeDataflow.states = {}
+        backend.stop()
+    assert store.get_run("a1b2c3d4e5")["error_message"] == "Dataflow job job-dead failed or was cancelled"
+    assert store.get_run("f6e5d4c3b2")["status"] == "RUNNING"
 
 
 class Certs(JsonHandler):
