@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -78,8 +79,6 @@ def cmd_templates(settings, args) -> int:
 
 
 def cmd_schedules(settings, args) -> int:
-    import os
-
     from beam_pipelines.config import discover_pipelines
     from beam_pipelines.pipeline.schedules import gcloud_commands, scheduler_jobs
 
@@ -211,20 +210,25 @@ def cmd_dev(settings, args) -> int:
     raise ConvergenceError(f"unknown dev command {args.dev_command}")
 
 
-def _gcp_export(args) -> int:
+def _write_export(org: str, end, days: int, rows_per_day: int, out: Path) -> int:
     import pyarrow.parquet as pq
 
     from beam_pipelines.gcp.generator import generate_export
+
+    table = generate_export(org, end, days, rows_per_day)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+    return table.num_rows
+
+
+def _gcp_export(args) -> int:
     from beam_pipelines.pipeline.dates import utc_today
 
     if args.days < 1 or args.rows_per_day < 1:
         raise ConvergenceError("--days and --rows-per-day must be at least 1")
     end = args.end_date or utc_today() - timedelta(days=1)
-    table = generate_export(args.org, end, args.days, args.rows_per_day)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
-    print(f"wrote {table.num_rows:,} export rows ({args.days} days to {end}) to {out}")
+    written = _write_export(args.org, end, args.days, args.rows_per_day, Path(args.out))
+    print(f"wrote {written:,} export rows ({args.days} days to {end}) to {args.out}")
     return 0
 
 
