@@ -233,3 +233,13 @@ def test_production_start_up_refuses_unsafe_settings(home, monkeypatch):
     lines = str(exc.value).splitlines()[1:]
     assert [line.split(":")[0].strip("- ").strip() for line in lines] == [
         "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "LAUNCHER_BACKEND"]
+
+
+def test_the_launcher_never_imports_apache_beam():
+    import subprocess
+    import sys
+
+    code = ("import sys, launcher.app, beam_pipelines.config, beam_pipelines.metastore, beam_pipelines.secrets; "
+            "print(sorted(m for m in sys.modules if m.startswith('apache_beam')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
