@@ -80,13 +80,11 @@ class LauncherSettings:
             problems.append("CONVERGENCE_METASTORE: the embedded SQLite metastore is not allowed in production; use 'bigquery'")
         if self.backend == "local":
             problems.append("LAUNCHER_BACKEND: 'local' is not allowed in production; use 'dataflow'")
-        if self.backend not in ("local", "dataflow"):
-            problems.append(f"LAUNCHER_BACKEND: unknown backend {self.backend!r}")
         return problems
 
     def check(self) -> None:
         problems = self.production_problems()
-        if self.backend not in ("local", "dataflow") and not problems:
+        if self.backend not in ("local", "dataflow"):
             problems.append(f"LAUNCHER_BACKEND: unknown backend {self.backend!r}")
         if self.local_max_jobs < 1:
             problems.append("LOCAL_MAX_CONCURRENT_JOBS: must be at least 1")

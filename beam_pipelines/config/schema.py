@@ -5,10 +5,10 @@ and the SQLite tables of the embedded metastore.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from beam_pipelines.config.files import read_json
 from beam_pipelines.errors import ConfigError
 
 BQ_TYPES = {
@@ -95,10 +95,5 @@ def _parse_fields(raw: object, where: str, source: str) -> tuple[Field, ...]:
 def load_schema(path: Path, display: str | None = None) -> TableSchema:
     """Read and validate a BigQuery JSON schema file (a list of field objects)."""
     source = display or str(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{source}: schema file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    raw = read_json(path, source, "schema file")
     return TableSchema(source, _parse_fields(raw, "fields", source))

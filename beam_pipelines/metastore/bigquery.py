@@ -10,7 +10,6 @@ a concurrent transaction touched the table, so two launchers cannot both reserve
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
 from pathlib import Path
 
 import yaml
@@ -279,5 +278,3 @@ class BigQueryMetastore(Metastore):
                     row[key] = json.loads(row[key])
         return rows
 
-
-__all__ = ["BigQueryMetastore", "date", "datetime"]

@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines.config import load_pipeline
 from beam_pipelines.config.models import LoadedPipeline
-from beam_pipelines.errors import ConvergenceError, NotFoundError
+from beam_pipelines.errors import NotFoundError
 from beam_pipelines.metastore import MetastoreSpec
 from beam_pipelines.pipeline.compiler import compile_pipeline
 from beam_pipelines.pipeline.dates import resolve_range, utc_today
@@ -156,5 +156,3 @@ def run_pipeline(settings: Settings, request: RunRequest,
     loaded, items = plan_runs(settings, request)
     return execute(settings, loaded, items, request.runner, on_progress)
 
-
-__all__ = ["ConvergenceError", "RunRequest", "RunResult", "run_pipeline", "plan_runs", "execute"]

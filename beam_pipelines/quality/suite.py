@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from beam_pipelines.config.files import read_json
 from beam_pipelines.errors import ConfigError
 
 SEVERITIES = ("critical", "warning")
@@ -100,12 +101,7 @@ CHECKS: dict[str, Callable] = {
 
 
 def load_suite(path: Path, display: str) -> Suite:
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{display}: suite file not found") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{display}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    raw = read_json(path, display, "suite file")
     if not isinstance(raw, dict) or not isinstance(raw.get("expectations"), list):
         raise ConfigError(f"{display}: expectations: must be a list")
     expectations = []

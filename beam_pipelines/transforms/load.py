@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_pipelines.config.schema import load_schema
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, WorkItem
+from beam_pipelines.transforms.elements import OrgBatch, StagedRows, WorkItem
 from beam_pipelines.transforms.fetch import one_line_error
 from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.warehouse.arrow_schema import arrow_schema, to_arrow
@@ -102,5 +102,3 @@ class LoadPartitions(StepTransform):
         )
         return {"events": events}
 
-
-__all__ = ["EVENTS", "LoadPartitions"]

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 
 from beam_pipelines.quality.suite import Result, Suite, evaluate, load_suite
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, StepEvent
+from beam_pipelines.transforms.elements import OrgBatch, StagedRows, StepEvent
 from beam_pipelines.transforms.step import StepTransform
 
 
@@ -81,5 +81,3 @@ class ValidateRows(StepTransform):
         )
         return {"main": batches, "events": events}
 
-
-__all__ = ["EVENTS", "ValidateRows"]

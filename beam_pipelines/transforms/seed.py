@@ -82,5 +82,3 @@ class ExtractSubscriptions(StepTransform):
         outputs = work_items | "Prorate" >> beam.ParDo(_Subscriptions(self)).with_outputs(EVENTS, main="main")
         return {"main": outputs.main, "events": outputs[EVENTS]}
 
-
-__all__ = ["ExtractSubscriptions", "SeedCsv", "to_arrow"]
