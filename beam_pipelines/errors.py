@@ -42,12 +42,17 @@ class NotFoundError(ConvergenceError):
 
 
 def redact(text: str, *secrets: str | None) -> str:
-    """Replace every occurrence of each non-empty secret in ``text`` with ``[REDACTED]``.
+    """Replace every secret this process knows (and ``secrets``), masked forms included, with ``[REDACTED]``.
 
-    Defence in depth: our own messages never include secrets, but a library's exception text
-    might echo a header or URL, and error strings end up in run records.
+    Defence in depth: our own messages never include secrets, but a provider's or a library's
+    error text might echo a header or a key, and error strings end up in run records.
     """
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "[REDACTED]")
-    return text
+    from beam_pipelines.secrets.redaction import redact as _redact
+
+    return _redact(text, *secrets)
+
+
+def one_line_error(exc: BaseException, *secrets: str | None) -> str:
+    """An exception as one redacted line of at most 1,000 characters, for run records and the CLI."""
+    text = str(exc) if isinstance(exc, ConvergenceError) else f"{type(exc).__name__}: {exc}"
+    return redact(" ".join(text.split()), *secrets)[:1000]

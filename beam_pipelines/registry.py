@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from beam_pipelines.config import step_options
+import beam_pipelines.config.step_options as step_options
 
 StepKind = Literal["extract", "transform", "load", "notify"]
 
@@ -59,7 +59,7 @@ REGISTRY: dict[str, RegistryEntry] = {
         "extract", step_options.SubscriptionsOptions, "beam_pipelines.transforms.seed:ExtractSubscriptions"
     ),
     "warehouse.load": RegistryEntry(
-        "load", step_options.LoadOptions, "beam_pipelines.transforms.load:LoadPartitions"
+        "load", step_options.LoadOptions, "beam_pipelines.transforms.load:StageTable"
     ),
 }
 

@@ -1,4 +1,9 @@
-"""The FastAPI application (port 8001): health, pipeline runs, run records, scheduler trigger."""
+"""The FastAPI application (port 8001): health, pipeline runs, run records, scheduler and reconcile.
+
+Every route but ``/health`` authenticates, and nothing can turn that off. The client address used
+for per-IP limits is the peer's, unless the peer is a proxy named in ``FORWARDED_ALLOW_IPS``
+(uvicorn then takes the last address that proxy appended to ``X-Forwarded-For``).
+"""
 from __future__ import annotations
 
 import logging
@@ -14,14 +19,14 @@ from slowapi.util import get_remote_address
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from beam_pipelines.config import discover_pipelines
+from beam_pipelines.config.loader import discover_pipelines
 from beam_pipelines.metastore import MetastoreSpec
-from launcher.auth import authenticate_scheduler, google_oidc_verifier, key_bucket
+from launcher.auth import FailedAuthLimiter, authenticate_scheduler, google_oidc_verifier, key_bucket
 from launcher.backends import make_backend
 from launcher.logs import request_id
 from launcher.middleware import RequestContext
 from launcher.problems import ApiProblem
-from launcher.service import LaunchService
+from launcher.service import LaunchService, check_json
 from launcher.settings import LauncherSettings
 
 log = logging.getLogger(__name__)
@@ -31,6 +36,8 @@ def _api_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+
+
 def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> FastAPI:
     settings.check()
     backend = backend or make_backend(settings)
@@ -38,6 +45,7 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     service = LaunchService(settings, backend, pipelines, MetastoreSpec.from_settings(settings.core).open())
     verify_oidc = oidc_verifier or google_oidc_verifier()
     limiter = Limiter(key_func=get_remote_address)
+    guard = FailedAuthLimiter(settings.auth_failures_per_ip)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -81,13 +89,27 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     per_ip = limiter.limit(settings.rate_limit_per_ip)
     per_key = limiter.limit(settings.rate_limit_per_key, key_func=lambda request: key_bucket(_api_key(request)))
 
+    async def authenticated(request: Request, call, *args):
+        """Run ``call`` (which authenticates first); count its 401s against the client's IP."""
+        ip = get_remote_address(request)
+        if guard.blocked(ip):
+            raise ApiProblem(429, "too_many_failed_authentications", "too many failed authentications from this address",
+                             {"Retry-After": str(guard.retry_after(ip))})
+        try:
+            return await run_in_threadpool(call, *args)
+        except ApiProblem as exc:
+            if exc.status == 401:
+                guard.failed(ip)
+            raise
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
 
     async def _run(request: Request, org: str, segments: list[str]):
         body = await request.body()
-        result = await run_in_threadpool(service.run_pipeline, _api_key(request), org, segments, body)
+        result = await authenticated(request, service.run_pipeline, _api_key(request), org, segments, body,
+                                     request.headers.get("content-type", ""))
         return JSONResponse(result, status_code=202)
 
     @app.post("/api/v1/pipelines/run/{org}/{provider}/{domain}/{pipeline}")
@@ -106,21 +128,33 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     @per_ip
     @per_key
     async def get_run(request: Request, run_id: str):
-        return await run_in_threadpool(service.get_run, _api_key(request), run_id)
+        return await authenticated(request, service.get_run, _api_key(request), run_id)
 
     @app.get("/api/v1/pipelines/runs")
     @per_ip
     @per_key
     async def list_runs(request: Request, limit: int = 50, status: str | None = None):
-        return await run_in_threadpool(service.list_runs, _api_key(request), limit, status)
+        return await authenticated(request, service.list_runs, _api_key(request), limit, status)
+
+    def _scheduler_caller(request: Request) -> str:
+        return authenticate_scheduler(request.headers, settings, verify_oidc)
 
     @app.post("/api/v1/scheduler/trigger")
     @per_ip
     async def trigger(request: Request):
         body = await request.body()
-        caller = await run_in_threadpool(authenticate_scheduler, request.headers, settings, verify_oidc)
+        caller = await authenticated(request, _scheduler_caller, request)
+        check_json(request.headers.get("content-type", ""), body)
         log.info("scheduler trigger by %s", caller)
         return JSONResponse(await run_in_threadpool(service.trigger, body), status_code=202)
+
+    @app.post("/api/v1/reconcile")
+    @per_ip
+    async def reconcile(request: Request):
+        caller = await authenticated(request, _scheduler_caller, request)
+        closed = await run_in_threadpool(service.reconcile)
+        log.info("reconcile by %s closed %d run(s)", caller, len(closed))
+        return {"closed": closed}
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],

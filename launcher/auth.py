@@ -23,9 +23,37 @@ def authenticate_org_key(api_key: str | None, metastore) -> dict:
         raise unauthorized()
     digest = hash_api_key(api_key)
     row = metastore.find_api_key(digest)
-    if row is None or not hmac.compare_digest(row["key_hash"].encode(), digest.encode()):
+    if row is None or not hmac.compare_digest(row["org_api_key_hash"].encode(), digest.encode()):
         raise unauthorized()
     return row
+
+
+class FailedAuthLimiter:
+    """Failed authentications per client IP, counted apart from the request limits.
+
+    Key guessing with a new fake key per request never hits the per-key limit; this one slows it down
+    all the same: past ``limit`` failures in the window, that IP gets 429 before any key is looked up.
+    """
+
+    def __init__(self, limit: str):
+        from limits import parse
+        from limits.storage import MemoryStorage
+        from limits.strategies import MovingWindowRateLimiter
+
+        self._item = parse(limit)
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def blocked(self, client_ip: str) -> bool:
+        return not self._limiter.test(self._item, "auth-failures", client_ip)
+
+    def failed(self, client_ip: str) -> None:
+        self._limiter.hit(self._item, "auth-failures", client_ip)
+
+    def retry_after(self, client_ip: str) -> int:
+        reset, _ = self._limiter.get_window_stats(self._item, "auth-failures", client_ip)
+        import time
+
+        return max(1, int(reset - time.time()) + 1)
 
 
 def key_bucket(api_key: str | None) -> str:

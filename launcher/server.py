@@ -8,9 +8,18 @@ from launcher.logs import setup_json_logging
 from launcher.settings import LauncherSettings
 
 
+def uvicorn_options(settings: LauncherSettings) -> dict:
+    """Forwarding headers are trusted only from the proxies ``FORWARDED_ALLOW_IPS`` names (none by
+    default: uvicorn's own default trusts them from 127.0.0.1, which a local attacker could use)."""
+    if settings.forwarded_allow_ips:
+        return {"proxy_headers": True, "forwarded_allow_ips": settings.forwarded_allow_ips}
+    return {"proxy_headers": False}
+
+
 def serve(core_settings, host: str, port: int) -> int:
     settings = LauncherSettings.from_env(core_settings)
     setup_json_logging()
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False,
+                **uvicorn_options(settings))
     return 0

@@ -37,6 +37,9 @@ class LauncherSettings:
     dataflow_service_account: str = ""
     dataflow_temp_location: str = ""
     dataflow_sdk_image: str = ""  # the template image, so workers run the same code as the launcher
+    dataflow_max_workers: int = 10
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is trusted (none by default)
+    auth_failures_per_ip: str = "20/minute"
 
     @classmethod
     def from_env(cls, core: Settings) -> LauncherSettings:
@@ -44,11 +47,12 @@ class LauncherSettings:
             max_jobs = int(_env("LOCAL_MAX_CONCURRENT_JOBS", "2"))
             max_body = int(_env("MAX_REQUEST_BODY_BYTES", str(16 * 1024)))
             quota = int(_env("DEFAULT_DAILY_QUOTA", "100"))
+            max_workers = int(_env("DATAFLOW_MAX_WORKERS", "10"))
         except ValueError as exc:
             raise ConfigError(f"launcher settings: {exc}") from None
         return cls(
             core=core,
-            root_key=resolve_secret("CA_ROOT_KEY") or "",
+            root_key=resolve_secret("CA_ROOT_API_KEY") or "",
             backend=_env("LAUNCHER_BACKEND", "local").lower(),
             local_max_jobs=max_jobs,
             cors_origins=tuple(o.strip() for o in _env("CORS_ORIGINS").split(",") if o.strip()),
@@ -63,6 +67,9 @@ class LauncherSettings:
             dataflow_service_account=_env("DATAFLOW_SERVICE_ACCOUNT"),
             dataflow_temp_location=_env("DATAFLOW_TEMP_LOCATION"),
             dataflow_sdk_image=_env("DATAFLOW_SDK_CONTAINER_IMAGE"),
+            dataflow_max_workers=max_workers,
+            forwarded_allow_ips=_env("FORWARDED_ALLOW_IPS"),
+            auth_failures_per_ip=_env("AUTH_FAILURES_PER_IP", "20/minute"),
         )
 
     def production_problems(self) -> list[str]:
@@ -71,15 +78,26 @@ class LauncherSettings:
             return []
         problems = []
         if len(self.root_key) < MIN_ROOT_KEY:
-            problems.append(f"CA_ROOT_KEY: missing or shorter than {MIN_ROOT_KEY} characters")
+            problems.append(f"CA_ROOT_API_KEY: missing or shorter than {MIN_ROOT_KEY} characters")
         if not self.core.kms_key_name or self.core.cipher != "kms":
             problems.append("KMS_KEY_NAME: required (and CONVERGENCE_CIPHER=kms) in production")
         if not self.cors_origins:
             problems.append("CORS_ORIGINS: empty; list the frontend origins")
         if self.core.metastore != "bigquery":
             problems.append("CONVERGENCE_METASTORE: the embedded SQLite metastore is not allowed in production; use 'bigquery'")
+        if self.core.sink != "bigquery":
+            problems.append("CONVERGENCE_SINK: the local warehouse is not allowed in production; use 'bigquery'")
         if self.backend == "local":
             problems.append("LAUNCHER_BACKEND: 'local' is not allowed in production; use 'dataflow'")
+        for name, value in (("GCP_PROJECT_ID", self.core.gcp_project), ("GCP_REGION", self.gcp_region),
+                            ("DATAFLOW_TEMPLATES_PATH", self.templates_path),
+                            ("DATAFLOW_SERVICE_ACCOUNT", self.dataflow_service_account),
+                            ("DATAFLOW_TEMP_LOCATION", self.dataflow_temp_location),
+                            ("DATAFLOW_SDK_CONTAINER_IMAGE", self.dataflow_sdk_image)):
+            if not value:
+                problems.append(f"{name}: required in production")
+        if not (self.scheduler_service_account and self.scheduler_audience):
+            problems.append("SCHEDULER_SERVICE_ACCOUNT and SCHEDULER_AUDIENCE: required in production (Cloud Scheduler's OIDC caller)")
         return problems
 
     def check(self) -> None:

@@ -50,3 +50,44 @@ def past_days():
     """A fixed past week, so simulator data is stable whatever today is."""
     start = date(2026, 3, 2)
     return start, start + timedelta(days=6)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory):
+    """One BigQuery emulator (PyPI bqemulator, its own virtualenv) for the session, on a free port."""
+    from beam_pipelines.testing.emulators.bigquery import BigQueryEmulator
+
+    with BigQueryEmulator(log_path=tmp_path_factory.mktemp("bqemulator") / "emulator.log") as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def bq_project(request) -> str:
+    """A project of its own per test: datasets and tables of one test never meet another's."""
+    import hashlib
+
+    return "t" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+
+
+@pytest.fixture
+def bq_env(monkeypatch, bigquery_emulator, bq_project):
+    """Every BigQuery client of the project on the emulator, with short retry deadlines."""
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery_emulator.url)
+    monkeypatch.setenv("GCP_PROJECT_ID", bq_project)
+    monkeypatch.setenv("BIGQUERY_RETRY_DEADLINE_SECONDS", "20")
+    monkeypatch.setenv("BIGQUERY_DML_ATTEMPTS", "8")
+    return bigquery_emulator
+
+
+@pytest.fixture
+def bq_settings(home, simulator, bq_env, monkeypatch):
+    """Settings of the BigQuery twin (metastore and warehouse on the emulator), simulator providers."""
+    monkeypatch.setenv("OPENAI_BASE_URL", simulator.openai_base_url)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", simulator.anthropic_base_url)
+    monkeypatch.setenv("CONVERGENCE_SINK", "bigquery")
+    monkeypatch.setenv("CONVERGENCE_METASTORE", "bigquery")
+    settings = load_settings()
+    from beam_pipelines.provision import provision_metadata
+
+    provision_metadata(settings)
+    return settings

@@ -9,7 +9,7 @@ from apache_beam.io.gcp.bigquery import WriteToBigQuery
 from apache_beam.io.gcp.internal.clients import bigquery as bigquery_api
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 
-from beam_pipelines.config import load_pipeline
+from beam_pipelines.config.loader import load_pipeline
 from beam_pipelines.config.schema import load_schema
 from beam_pipelines.registry import lookup
 from beam_pipelines.transforms.bigquery_sink import BigQueryLoad

@@ -8,7 +8,7 @@ import apache_beam as beam
 import pytest
 import requests
 
-from beam_pipelines.config import load_pipeline
+from beam_pipelines.config.loader import load_pipeline
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.metastore import MetastoreSpec
 from beam_pipelines.pipeline import run as run_module

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from google.auth.credentials import AnonymousCredentials
 
-from beam_pipelines.config import load_pipeline
+from beam_pipelines.config.loader import load_pipeline
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.errors import ConfigError
 from beam_pipelines.metastore import MetastoreSpec

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from google.cloud import dataflow_v1beta3
 
-from beam_pipelines.config import discover_pipelines
+from beam_pipelines.config.loader import discover_pipelines
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.errors import ConfigError
 from beam_pipelines.metastore import MetastoreSpec

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.config import load_pipeline
+from beam_pipelines.config.loader import load_pipeline
 from beam_pipelines.config.schema import load_schema
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.registry import lookup

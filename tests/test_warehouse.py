@@ -1,7 +1,11 @@
-"""The local warehouse: schema-checked, atomically replaced partitions, BigQuery names in DuckDB."""
+"""The warehouse contract: the same cases locally (Parquet + manifest) and on BigQuery (emulator)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import date, datetime, timezone
+from decimal import Decimal
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -10,66 +14,187 @@ import pytest
 from beam_pipelines.config.schema import load_schema
 from beam_pipelines.errors import WarehouseError
 from beam_pipelines.warehouse.arrow_schema import to_arrow
+from beam_pipelines.warehouse.base import CommitError, TableSpec
+from beam_pipelines.warehouse.bigquery import BigQueryWarehouse, merge_sql
 from beam_pipelines.warehouse.local import LocalWarehouse
 from tests.conftest import CONFIGS
 
 SCHEMA = load_schema(CONFIGS / "openai/cost/schemas/openai_usage_daily_raw.json")
-DAY = date(2026, 3, 2)
+RAW = TableSpec("openai_usage_daily_raw", SCHEMA, "usage_date", ("model",))
+COST = TableSpec("openai_cost_daily", load_schema(CONFIGS / "openai/cost/schemas/openai_cost_daily.json"), "usage_date")
+D1, D2, D3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
+TS = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
 
-def frame(n, day=DAY, **over):
-    ts = datetime(2026, 3, 2, tzinfo=timezone.utc)
-    rows = []
+def rows(n, day=D1, run_id="r1", **over):
+    out = []
     for i in range(n):
         row = {name: None for name in SCHEMA.names}
-        row.update(usage_date=day, org_slug="acme", row_key=f"k{i}", run_id="r", bucket_start_time=ts,
-                   bucket_end_time=ts, input_tokens=10 * i, output_tokens=i, num_model_requests=1, loaded_at=ts,
+        row.update(usage_date=day, org_slug="acme", row_key=f"k{i}-{day}", run_id=run_id, bucket_start_time=TS,
+                   bucket_end_time=TS, input_tokens=10 * i, output_tokens=i, num_model_requests=1, loaded_at=TS,
                    model="gpt-5")
         row.update(over)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=SCHEMA.names)
+        out.append(row)
+    return to_arrow(pd.DataFrame(out, columns=SCHEMA.names), SCHEMA, RAW.table)
 
 
-def test_partition_is_replaced_not_appended(tmp_path):
-    wh = LocalWarehouse(tmp_path)
-    wh.replace_partition("acme_dev", "openai_usage_daily_raw", "usage_date", DAY, to_arrow(frame(5), SCHEMA, "t"))
-    wh.replace_partition("acme_dev", "openai_usage_daily_raw", "usage_date", DAY, to_arrow(frame(3), SCHEMA, "t"))
-    _, rows = wh.query("SELECT COUNT(*), SUM(input_tokens) FROM acme_dev.openai_usage_daily_raw")
-    assert rows == [(3, 30)]
-    wh.replace_partition("acme_dev", "openai_usage_daily_raw", "usage_date", DAY, to_arrow(frame(0), SCHEMA, "t"))
-    assert wh.tables() == []
+@pytest.fixture(params=["local", "bigquery"])
+def wh(request, tmp_path):
+    if request.param == "local":
+        return LocalWarehouse(tmp_path / "wh")
+    request.getfixturevalue("bq_env")
+    return BigQueryWarehouse(request.getfixturevalue("bq_project"))
 
 
-def test_failed_write_leaves_the_old_partition_intact(tmp_path, monkeypatch):
-    wh = LocalWarehouse(tmp_path)
-    wh.replace_partition("acme_dev", "t", "usage_date", DAY, to_arrow(frame(4), SCHEMA, "t"))
-
-    class FullDisk(pq.ParquetWriter):
-        def write_table(self, *args, **kwargs):
-            raise OSError("disk full")
-
-    monkeypatch.setattr(pq, "ParquetWriter", FullDisk)
-    with pytest.raises(OSError):
-        wh.replace_partition("acme_dev", "t", "usage_date", DAY, to_arrow(frame(9), SCHEMA, "t"))
-    monkeypatch.undo()
-    assert wh.read_table("acme_dev", "t").num_rows == 4
-    assert not list((tmp_path / "acme_dev" / "t").glob("*/.tmp-*")), "no temp file left behind"
+def counts(wh, table="openai_usage_daily_raw"):
+    _, result = wh.query(f"SELECT usage_date, COUNT(*) AS n FROM acme_dev.{table} GROUP BY usage_date ORDER BY usage_date")
+    return {d: n for d, n in result}
 
 
-def test_schema_violations_are_named():
-    with pytest.raises(WarehouseError, match="REQUIRED column 'org_slug' has NULL"):
-        to_arrow(frame(2, org_slug=None), SCHEMA, "openai_usage_daily_raw")
-    with pytest.raises(WarehouseError, match=r"lack column\(s\) \['row_key'\]"):
-        to_arrow(frame(2).drop(columns=["row_key"]), SCHEMA, "t")
-    with pytest.raises(WarehouseError, match="not in the schema"):
-        to_arrow(frame(2).assign(extra=1), SCHEMA, "t")
-    with pytest.raises(WarehouseError, match="do not fit the schema"):
-        to_arrow(frame(2, input_tokens="lots"), SCHEMA, "t")
+def test_commit_replaces_exactly_the_staged_days(wh):
+    first = wh.stage("acme_dev", RAW, "r1", [rows(5, D1), rows(4, D2), rows(3, D3)])
+    assert first.days == (D1, D2, D3) and first.rows == 12
+    assert wh.pending("acme_dev", "r1") == ["openai_usage_daily_raw"]
+    assert wh.commit([first]) == ["openai_usage_daily_raw"]
+    assert counts(wh) == {D1: 5, D2: 4, D3: 3}
+    assert wh.pending("acme_dev", "r1") == []
+    again = wh.stage("acme_dev", RAW, "r2", [rows(2, D2, run_id="r2")])
+    wh.commit([again])
+    assert counts(wh) == {D1: 5, D2: 2, D3: 3}, "only the re-staged day changes; nothing is appended"
+    assert wh.days_written_by("acme_dev", RAW, "r2", D1, D3) == [D2]
+    assert wh.days_written_by("acme_dev", RAW, "r1", D1, D3) == [D1, D3]
+    stats = wh.day_stats("acme_dev", RAW, [D1, D2, date(2026, 3, 9)], "input_tokens")
+    assert {d: (s.rows, Decimal(str(s.total))) for d, s in stats.items()} == {D1: (5, Decimal(100)), D2: (2, Decimal(10))}
 
 
-def test_query_errors_and_names(tmp_path):
-    wh = LocalWarehouse(tmp_path)
+def test_staged_rows_are_invisible_until_commit_and_discard_leaves_nothing(wh):
+    wh.commit([wh.stage("acme_dev", RAW, "r1", [rows(3)])])
+    wh.stage("acme_dev", RAW, "r9", [rows(7, run_id="r9")])
+    assert counts(wh) == {D1: 3}
+    assert wh.discard("acme_dev", "r9") == ["openai_usage_daily_raw"]
+    assert wh.pending("acme_dev", "r9") == []
+    assert counts(wh) == {D1: 3}
+    assert wh.stage("acme_dev", RAW, "r10", []) is None
+
+
+def test_several_tables_of_an_org_commit_together(wh):
+    raw = wh.stage("acme_dev", RAW, "r1", [rows(3)])
+    defaults = {"STRING": "x", "INTEGER": 1, "FLOAT": 0.5, "NUMERIC": Decimal("0.5"), "DATE": D1, "TIMESTAMP": TS,
+                "BOOLEAN": False}
+    cost_rows = pd.DataFrame([{f.name: defaults[f.type] if f.required else None for f in COST.schema.fields}])
+    cost = wh.stage("acme_dev", COST, "r1", [to_arrow(cost_rows, COST.schema, COST.table)])
+    assert sorted(wh.commit([raw, cost])) == ["openai_cost_daily", "openai_usage_daily_raw"]
+    assert counts(wh, "openai_cost_daily") == {D1: 1}
+
+
+def test_scope_limits_the_replacement_to_its_own_rows(wh):
+    scoped = TableSpec("openai_usage_daily_raw", SCHEMA, "usage_date", scope_field="model")
+    wh.commit([wh.stage("acme_dev", scoped, "a", [rows(3, model="gpt-5")], scope="gpt-5")])
+    wh.commit([wh.stage("acme_dev", scoped, "b", [rows(2, model="o3")], scope="o3")])
+    wh.commit([wh.stage("acme_dev", scoped, "c", [rows(1, model="gpt-5")], scope="gpt-5")])
+    _, result = wh.query("SELECT model, COUNT(*) FROM acme_dev.openai_usage_daily_raw GROUP BY model ORDER BY model")
+    assert result == [("gpt-5", 1), ("o3", 2)]
+
+
+def test_whole_tables_are_replaced_and_read_back(wh):
+    seed = TableSpec("openai_usage_daily_raw", SCHEMA, None)
+    assert wh.read_table("acme_dev", "openai_usage_daily_raw") is None
+    assert wh.replace_table("acme_dev", seed, rows(4)) == 4
+    assert wh.replace_table("acme_dev", seed, rows(2)) == 2
+    assert wh.read_table("acme_dev", "openai_usage_daily_raw").num_rows == 2
+
+
+def test_a_failed_bigquery_commit_names_what_was_and_was_not_replaced(bq_env, bq_project, monkeypatch):
+    wh = BigQueryWarehouse(bq_project)
+    raw = wh.stage("acme_dev", RAW, "r1", [rows(3)])
+    cost = wh.stage("acme_dev", RAW.__class__(COST.table, RAW.schema, "usage_date"), "r1", [rows(2)])
+    real = wh.runner.run
+
+    def second_merge_fails(sql, params=(), job_id=None):
+        if "openai_cost_daily" in sql and sql.startswith("MERGE"):
+            from google.api_core.exceptions import BadRequest
+
+            raise BadRequest("Query error: injected")
+        return real(sql, params, job_id)
+
+    monkeypatch.setattr(wh.runner, "run", second_merge_fails)
+    with pytest.raises(CommitError) as failure:
+        wh.commit([raw, cost])
+    assert (failure.value.committed, failure.value.not_committed) == (["openai_usage_daily_raw"], ["openai_cost_daily"])
+    assert wh.pending("acme_dev", "r1") == ["openai_cost_daily"]
+    assert wh.discard("acme_dev", "r1") == ["openai_cost_daily"]
+
+
+def test_the_commit_statement_follows_bigquerys_rules():
+    from beam_pipelines.bigquery.sql import check_statement
+
+    sql = merge_sql("`p.acme_dev.t`", "`p.acme_dev._stg_t_r1`", COST)
+    check_statement(sql)
+    assert "ON FALSE" in sql and "WHEN NOT MATCHED BY SOURCE AND T.usage_date IN UNNEST(@days) THEN DELETE" in sql
+
+
+def test_local_commit_is_one_manifest_swap_and_a_crash_leaves_no_trace(tmp_path):
+    wh = LocalWarehouse(tmp_path / "wh")
+    wh.commit([wh.stage("acme_dev", RAW, "r1", [rows(4)])])
+    staged = wh.stage("acme_dev", RAW, "r2", [rows(9, run_id="r2")])
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    original = wh._write_manifest
+    wh._write_manifest = crash
+    with pytest.raises(CommitError):
+        wh.commit([staged])
+    wh._write_manifest = original
+    assert counts(wh) == {D1: 4}, "readers still see the previous commit"
+    orphans = list((tmp_path / "wh/acme_dev/openai_usage_daily_raw").rglob("*.parquet"))
+    assert len(orphans) == 2, "the moved file is an orphan until the next commit"
+    wh.commit([wh.stage("acme_dev", RAW, "r3", [rows(1, run_id="r3")])])
+    assert len(list((tmp_path / "wh/acme_dev/openai_usage_daily_raw").rglob("*.parquet"))) == 1
+    assert not list((tmp_path / "wh/acme_dev").glob(".tmp-*"))
+
+
+def test_legacy_layout_is_read_and_adopted(tmp_path):
+    folder = tmp_path / "wh/acme_dev/openai_usage_daily_raw/usage_date=2026-03-01"
+    folder.mkdir(parents=True)
+    pq.write_table(rows(3), folder / "data.parquet")
+    wh = LocalWarehouse(tmp_path / "wh")
+    assert counts(wh) == {D1: 3}
+    wh.commit([wh.stage("acme_dev", RAW, "r2", [rows(1, D2, run_id="r2")])])
+    assert counts(wh) == {D1: 3, D2: 1}
+
+
+def test_names_and_queries_fail_clearly(tmp_path):
+    wh = LocalWarehouse(tmp_path / "wh")
     with pytest.raises(WarehouseError, match="query failed"):
         wh.query("SELECT * FROM nope_dev.openai_cost_daily")
     with pytest.raises(WarehouseError, match="invalid dataset/table name"):
-        wh.replace_partition("../etc", "t", "usage_date", DAY, to_arrow(frame(1), SCHEMA, "t"))
+        wh.stage("../etc", RAW, "r", [rows(1)])
+
+
+def test_schema_violations_are_named():
+    frame = pd.DataFrame([{n: None for n in SCHEMA.names}])
+    with pytest.raises(WarehouseError, match="REQUIRED column 'usage_date' has NULL"):
+        to_arrow(frame, SCHEMA, "openai_usage_daily_raw")
+    good = rows(2).to_pandas()
+    with pytest.raises(WarehouseError, match=r"lack column\(s\) \['row_key'\]"):
+        to_arrow(good.drop(columns=["row_key"]), SCHEMA, "t")
+    with pytest.raises(WarehouseError, match="not in the schema"):
+        to_arrow(good.assign(extra=1), SCHEMA, "t")
+    with pytest.raises(WarehouseError, match="do not fit the schema"):
+        to_arrow(good.assign(input_tokens="lots"), SCHEMA, "t")
+
+
+def _concurrent_writer(root, worker):
+    wh = LocalWarehouse(root)
+    for i in range(10):
+        wh.commit([wh.stage("acme_dev", RAW, f"w{worker}-{i}", [rows(worker + 1, date(2026, 3, 1 + worker),
+                                                                      run_id=f"w{worker}-{i}")])])
+
+
+def test_processes_committing_to_one_dataset_never_lose_each_others_tables(tmp_path):
+    root = tmp_path / "wh"
+    code = "import sys; from tests.test_warehouse import _concurrent_writer as w; w(sys.argv[1], int(sys.argv[2]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(w)], cwd=os.getcwd()) for w in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    assert counts(LocalWarehouse(root)) == {D1: 1, D2: 2, D3: 3}

@@ -12,13 +12,12 @@ from tqdm import tqdm
 
 from beam_pipelines.cli.output import render
 from beam_pipelines.errors import ConfigError, ConvergenceError, NotFoundError
+from beam_pipelines.runs.records import kept_warning
 
 
 def cmd_validate(settings, args) -> int:
-    import yaml
-
     from beam_pipelines.config.loader import load_pipeline_file, pipeline_files
-    from beam_pipelines.config.schema import load_schema
+    from beam_pipelines.config.other import validate_other_configs
 
     problems = []
     files = pipeline_files(settings.configs_dir)
@@ -28,13 +27,11 @@ def cmd_validate(settings, args) -> int:
             print(f"ok  {loaded.pipeline_id}  ({len(loaded.config.steps)} steps, schedule {loaded.config.schedule or '-'})")
         except ConfigError as exc:
             problems.append(str(exc))
-    tables_file = settings.configs_dir / "system" / "tables.yml"
-    if tables_file.exists():
-        for spec in (yaml.safe_load(tables_file.read_text()) or {}).get("tables", {}).values():
-            try:
-                load_schema(settings.configs_dir / "system" / spec["schema"], f"system/{spec['schema']}")
-            except ConfigError as exc:
-                problems.append(str(exc))
+    for name, problem in validate_other_configs(settings.configs_dir):
+        if problem:
+            problems.append(problem)
+        else:
+            print(f"ok  {name}")
     if not files:
         problems.append(f"{settings.configs_dir}: no pipeline configs ({{provider}}/{{domain}}/{{pipeline}}.yml)")
     for problem in problems:
@@ -70,7 +67,7 @@ def cmd_run(settings, args) -> int:
 
 
 def cmd_templates(settings, args) -> int:
-    from beam_pipelines.config import discover_pipelines
+    from beam_pipelines.config.loader import discover_pipelines
     from beam_pipelines.pipeline.template_metadata import write_all
 
     for path in write_all(discover_pipelines(settings.configs_dir), Path(args.out)):
@@ -79,7 +76,7 @@ def cmd_templates(settings, args) -> int:
 
 
 def cmd_schedules(settings, args) -> int:
-    from beam_pipelines.config import discover_pipelines
+    from beam_pipelines.config.loader import discover_pipelines
     from beam_pipelines.pipeline.schedules import gcloud_commands, scheduler_jobs
 
     jobs = scheduler_jobs(
@@ -93,7 +90,7 @@ def cmd_schedules(settings, args) -> int:
 
 
 def cmd_job(settings, args) -> int:
-    from beam_pipelines.pipeline.run import RunRequest
+    from beam_pipelines.pipeline.run import run_recorded
 
     run_ids = {}
     for pair in args.runs:
@@ -101,9 +98,21 @@ def cmd_job(settings, args) -> int:
         if not sep or not org or not run_id:
             raise ConvergenceError(f"--run {pair!r}: expected ORG=RUN_ID")
         run_ids[org] = run_id
-    request = RunRequest(args.pipeline, orgs=list(run_ids), start_date=args.start_date, end_date=args.end_date,
-                         trigger=args.trigger, run_ids=run_ids)
-    return _run_and_report(settings, request, quiet=True)
+    result = run_recorded(settings, args.pipeline, run_ids, args.start_date, args.end_date)
+    _report(result)
+    return 1 if result.failed else 0
+
+
+def cmd_provision(settings, args) -> int:
+    from beam_pipelines.provision import provision_metadata, provision_org
+
+    if args.org:
+        dataset, tables = provision_org(settings, args.org)
+        print(f"dataset {dataset}: {len(tables)} table(s) ready ({', '.join(tables)})")
+    else:
+        created = provision_metadata(settings)
+        print(f"{settings.system.dataset}: metadata tables ready" + (f" (created {', '.join(created)})" if created else ""))
+    return 0
 
 
 def cmd_serve(settings, args) -> int:
@@ -120,11 +129,18 @@ def _run_and_report(settings, request, quiet: bool = False) -> int:
         result = run_pipeline(settings, request, on_progress=update)
     finally:
         close()
+    _report(result)
+    return 1 if result.failed else 0
+
+
+def _report(result) -> None:
     print(f"{result.pipeline_id}  {result.start_date} .. {result.end_date}")
     rows = [(r["org_slug"], r["status"], r["rows_written"], r["duration_ms"], r["pipeline_logging_id"],
              r["error_message"] or "") for r in result.runs]
     print(render(["org", "status", "rows_written", "duration_ms", "run_id", "error"], rows))
-    return 1 if result.failed else 0
+    for run in result.runs:
+        for kept in (run.get("outcome") or {}).get("kept", []):
+            print(f"warning: {run['org_slug']}: {kept_warning(kept)}")
 
 
 RUN_COLUMNS = ["pipeline_logging_id", "org_slug", "pipeline_id", "status", "trigger_type", "start_date",
@@ -135,8 +151,11 @@ STEP_COLUMNS = ["step_id", "ps_type", "status", "rows_processed", "duration_ms",
 
 def cmd_runs(settings, args) -> int:
     from beam_pipelines.metastore import MetastoreSpec
+    from beam_pipelines.runs.reaper import reap_expired
+    from beam_pipelines.warehouse.base import WarehouseSpec
 
     metastore = MetastoreSpec.from_settings(settings).open()
+    reap_expired(metastore, WarehouseSpec.from_settings(settings).open(), settings)
     if args.runs_command == "show":
         run = metastore.get_run(args.run_id)
         if run is None:
@@ -148,9 +167,12 @@ def cmd_runs(settings, args) -> int:
         else:
             width = max(len(k) for k in run)
             for key, value in run.items():
-                print(f"{key.ljust(width)}  {'' if value is None else value}")
+                shown = json.dumps(value, default=str) if isinstance(value, (dict, list)) else value
+                print(f"{key.ljust(width)}  {'' if value is None else shown}")
             print()
             print(render(STEP_COLUMNS, [tuple(s[c] for c in STEP_COLUMNS) for s in steps]))
+            for kept in (run.get("outcome") or {}).get("kept", []):
+                print(f"warning: {kept_warning(kept)}")
             if checks:
                 print()
                 print(render(DQ_COLUMNS, [tuple(json.dumps(c[k]) if k in ("kwargs", "observed_value") else c[k]
@@ -165,9 +187,9 @@ def cmd_runs(settings, args) -> int:
 
 
 def cmd_query(settings, args) -> int:
-    from beam_pipelines.warehouse.local import LocalWarehouse
+    from beam_pipelines.warehouse.base import WarehouseSpec
 
-    columns, rows = LocalWarehouse(settings.warehouse_dir).query(args.sql)
+    columns, rows = WarehouseSpec.from_settings(settings).open().query(args.sql)
     print(render(columns, rows, args.format))
     return 0
 
@@ -200,7 +222,8 @@ def cmd_dev(settings, args) -> int:
         created = seed_org(settings, args.slug, subscription=args.subscription,
                            openai_admin_key=args.openai_admin_key, trial_ends=args.trial_ends,
                            daily_quota=args.daily_quota, anthropic_admin_key=args.anthropic_admin_key,
-                           gcp_billing_export=args.gcp_billing_export, gcp_service_account_key=key)
+                           gcp_billing_export=args.gcp_billing_export, gcp_service_account_key=key,
+                           gcp_worker_identity=args.gcp_worker_identity, gcp_impersonate=args.gcp_impersonate)
         if args.json:
             print(json.dumps(created))
         else:

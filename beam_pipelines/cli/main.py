@@ -6,7 +6,6 @@ the detail goes to ``$CONVERGENCE_HOME/logs/convergence.log``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from datetime import date
@@ -23,13 +22,26 @@ def _day(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convergence", description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", metavar="DIR", help="configs folder (default: $CONVERGENCE_CONFIGS or ./configs)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr too")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command takes ``--configs`` and ``-v``, before or after the command name."""
 
-    sub.add_parser("validate", help="check every pipeline config and the files it names")
+    def __init__(self, *args, top: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        default = None if top else argparse.SUPPRESS
+        self.add_argument("--configs", metavar="DIR", default=default,
+                          help="configs folder (default: $CONVERGENCE_CONFIGS or ./configs)")
+        self.add_argument("-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+                          help="log to stderr too")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="convergence", description=__doc__.splitlines()[0], top=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("validate", help="check every pipeline config, system config and the files they name")
+
+    provision = sub.add_parser("provision", help="create the organizations dataset and tables (or one org's), if missing")
+    provision.add_argument("--org", metavar="SLUG", help="create this org's dataset and every table the pipelines write")
 
     run = sub.add_parser("run", help="run a pipeline locally for one or more orgs")
     run.add_argument("pipeline", help="provider/domain/pipeline, or provider/pipeline when unique")
@@ -81,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--gcp-billing-export", metavar="PATH_OR_TABLE",
                       help="local Parquet export, or project.dataset.gcp_billing_export_v1_XXXX")
     seed.add_argument("--gcp-service-account-key", metavar="FILE", help="service-account JSON key (default: a local placeholder)")
+    seed.add_argument("--gcp-worker-identity", action="store_true",
+                      help="no key: the workers' own identity reads the export (granted bigquery.dataViewer)")
+    seed.add_argument("--gcp-impersonate", metavar="SERVICE_ACCOUNT",
+                      help="with --gcp-worker-identity: a customer service account to impersonate")
     seed.add_argument("--trial-ends", type=_day, metavar="YYYY-MM-DD")
     seed.add_argument("--daily-quota", type=int, metavar="N")
     seed.add_argument("--json", action="store_true", help='print {"org_slug": ..., "api_key": ...}')
@@ -119,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = load_settings(args.configs)
-        setup_logging(settings.log_dir, args.verbose)
+        setup_logging(settings.home, settings.log_dir, args.verbose)
         handler = getattr(commands, f"cmd_{args.command}")
         return handler(settings, args) or 0
     except ConvergenceError as exc:
@@ -132,10 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("unexpected error")
         print(f"error: {type(exc).__name__}: {exc} (details in the log)", file=sys.stderr)
         return 1
-
-
-def _json(obj) -> str:
-    return json.dumps(obj, indent=2, default=str)
 
 
 if __name__ == "__main__":

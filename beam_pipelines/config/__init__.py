@@ -1,11 +1,5 @@
-"""Pipeline configs: strict pydantic models, YAML loading, schema files. No apache_beam here."""
-from beam_pipelines.config.loader import discover_pipelines, load_pipeline, resolve_pipeline_ref
-from beam_pipelines.config.models import PipelineConfig, StepConfig
+"""Pipeline and system configs: strict pydantic models, YAML loading, schema files.
 
-__all__ = [
-    "PipelineConfig",
-    "StepConfig",
-    "discover_pipelines",
-    "load_pipeline",
-    "resolve_pipeline_ref",
-]
+Nothing here imports apache_beam, and nothing is imported on package import: each module imports
+alone (``config.loader`` uses the registry, which uses ``config.step_options``).
+"""

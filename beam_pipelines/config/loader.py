@@ -18,6 +18,7 @@ from beam_pipelines.errors import ConfigError, NotFoundError
 from beam_pipelines.registry import lookup
 
 PIPELINE_GLOB = "*/*/*.yml"
+RESERVED = {"config.yml"}  # a domain folder's own settings (gcp/bq_etl/config.yml), not a pipeline
 
 
 def _loc(parts: tuple) -> str:
@@ -60,9 +61,12 @@ def _check_csv(path: Path, source: str, field: str) -> None:
         raise ConfigError(f"{source}: {field}: {path.name} is empty")
 
 
-def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> None:
-    """Registry and file checks: known ps_type, valid options, referenced files present and valid."""
+def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> dict:
+    """Registry and file checks: known ps_type, valid options, referenced files present and valid.
+
+    Returns each step's validated options (step_id → model), so nothing parses them again."""
     kinds = {}
+    parsed = {}
     for index, step in enumerate(config.steps):
         where = f"steps[{index}]"
         entry = lookup(step.ps_type)
@@ -73,6 +77,7 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> No
             options = entry.options.model_validate(step.options)
         except ValidationError as exc:
             raise ConfigError(format_validation_error(source, exc, f"{where}.options")) from None
+        parsed[step.step_id] = options
         for t, table in enumerate(getattr(options, "tables", ())):  # seed tables name files too
             resolve_in(configs_dir, table.csv, source, f"{where}.options.tables[{t}].csv")
             schema = load_schema(resolve_in(configs_dir, table.schema_file, source,
@@ -88,7 +93,7 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> No
             raise ConfigError(f"{source}: {where}.input: a {entry.kind} step needs an input step")
         if step.input is not None and kinds.get(step.input) == "load":
             raise ConfigError(f"{source}: {where}.input: cannot read the output of load step")
-        for field_name in ("schema_file", "pricing_file", "suite", "config"):
+        for field_name in ("schema_file", "pricing_file", "suite", "config", "etl_config"):
             relative = getattr(options, field_name, None)
             if relative is None:
                 continue
@@ -98,6 +103,13 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> No
                 expected = "email" if step.ps_type.endswith("email_notification") else "slack"
                 if channel != expected:
                     raise ConfigError(f"{source}: {where}.options.config: {relative} is not a {expected} channel")
+            elif field_name == "etl_config":
+                from beam_pipelines.gcp.config import load_bq_etl_config
+
+                etl = load_bq_etl_config(path, relative)
+                if etl.trailing_days != config.trailing_days:
+                    raise ConfigError(f"{source}: trailing_days: {config.trailing_days} differs from {relative}"
+                                      f" trailing_days {etl.trailing_days}")
             elif field_name == "suite":
                 from beam_pipelines.quality.suite import load_suite
 
@@ -105,7 +117,9 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> No
             elif field_name == "schema_file":
                 schema = load_schema(path, relative)
                 names = set(schema.names)
-                for col in (options.partition_field, *options.cluster_by):
+                for col in (options.partition_field, *options.cluster_by, options.scope_field, options.total_column):
+                    if col is None:
+                        continue
                     if col not in names:
                         raise ConfigError(
                             f"{source}: {where}.options: column {col!r} is not in {relative}"
@@ -114,6 +128,7 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> No
                 _check_csv(path, source, f"{where}.options.{field_name}")
     if "extract" not in kinds.values():
         raise ConfigError(f"{source}: steps: a pipeline needs one extract step")
+    return parsed
 
 
 def load_pipeline_file(configs_dir: Path, path: Path) -> LoadedPipeline:
@@ -139,12 +154,12 @@ def load_pipeline_file(configs_dir: Path, path: Path) -> LoadedPipeline:
         raise ConfigError(
             f"{source}: provider/domain: {config.provider}/{config.domain} does not match the path"
         )
-    validate_steps(configs_dir, source, config)
-    return LoadedPipeline(pipeline_id="/".join(parts), path=str(path), config=config)
+    options = validate_steps(configs_dir, source, config)
+    return LoadedPipeline(pipeline_id="/".join(parts), path=str(path), config=config, step_options=options)
 
 
 def pipeline_files(configs_dir: Path) -> list[Path]:
-    return sorted(Path(configs_dir).glob(PIPELINE_GLOB))
+    return sorted(p for p in Path(configs_dir).glob(PIPELINE_GLOB) if p.name not in RESERVED)
 
 
 def discover_pipelines(configs_dir: Path) -> dict[str, LoadedPipeline]:

@@ -67,11 +67,15 @@ class PipelineConfig(StrictModel):
 
 
 class LoadedPipeline(StrictModel):
-    """A validated config plus where it came from."""
+    """A validated config plus where it came from, with each step's options parsed once."""
 
-    pipeline_id: str  # provider/domain/pipeline
+    pipeline_id: str  # provider/domain/pipeline: the config path
     path: str
     config: PipelineConfig
+    step_options: dict[str, Any] = Field(default_factory=dict)  # step_id → its options model
+
+    def options(self, step_id: str):
+        return self.step_options[step_id]
 
     @property
     def name(self) -> str:

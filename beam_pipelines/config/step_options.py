@@ -41,6 +41,10 @@ class LoadOptions(StrictModel):
     schema_file: str = Field(description="BigQuery JSON schema, relative to the configs folder")
     partition_field: str = "usage_date"
     cluster_by: tuple[str, ...] = Field(default=(), max_length=4)
+    scope_field: str | None = Field(None, description="shared table: a run replaces only rows whose column has its value")
+    total_column: str | None = Field(None, description="cost column reported when a populated day is kept")
+    replace_empty_days: bool = Field(
+        False, description="let an empty answer empty a populated day (for sources that can legitimately shrink)")
 
 
 class AnthropicUsageOptions(HttpFetchOptions):
@@ -51,6 +55,7 @@ class AnthropicUsageOptions(HttpFetchOptions):
 
 
 class GcpBillingOptions(StrictModel):
+    etl_config: str = Field("gcp/bq_etl/config.yml", description="export naming, trailing window, flatten options")
     page_rows: int = Field(100_000, ge=1_000, le=1_000_000, description="rows per batch read from the export")
     max_concurrency: int = Field(4, ge=1, le=64)
 

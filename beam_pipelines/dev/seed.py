@@ -7,18 +7,16 @@ locally, and refuses to run with ENVIRONMENT=production. Re-seeding an org rotat
 from __future__ import annotations
 
 import json
-import re
 from datetime import date
 from pathlib import Path
 
 from beam_pipelines.errors import ConvergenceError
 from beam_pipelines.gcp.sources import EXPORT_TABLE
 from beam_pipelines.metastore import MetastoreSpec
-from beam_pipelines.secrets import CipherSpec, credential_aad
+from beam_pipelines.orgs import check_org_slug
+from beam_pipelines.secrets import CipherSpec
 from beam_pipelines.secrets.api_keys import generate_api_key, hash_api_key
 from beam_pipelines.settings import Settings
-
-SLUG = re.compile(r"^[a-z][a-z0-9_]{2,49}$")
 
 
 def simulator_admin_key(provider: str, org_slug: str) -> str:
@@ -47,18 +45,20 @@ def gcp_export_metadata(export: str) -> dict:
 def seed_org(settings: Settings, org_slug: str, subscription: str = "ACTIVE",
              openai_admin_key: str | None = None, trial_ends: date | None = None,
              daily_quota: int | None = None, anthropic_admin_key: str | None = None,
-             gcp_billing_export: str | None = None, gcp_service_account_key: str | None = None) -> dict:
+             gcp_billing_export: str | None = None, gcp_service_account_key: str | None = None,
+             gcp_worker_identity: bool = False, gcp_impersonate: str | None = None) -> dict:
     if settings.is_production:
         raise ConvergenceError("dev seed-org is refused when ENVIRONMENT=production")
-    if not SLUG.match(org_slug):
-        raise ConvergenceError(f"org slug {org_slug!r}: use 3-50 characters of [a-z0-9_], starting with a letter")
+    check_org_slug(org_slug)
+    system = settings.system
+    spec = CipherSpec.from_settings(settings)
     metastore = MetastoreSpec.from_settings(settings).open()
-    cipher = CipherSpec.from_settings(settings).open()
+    cipher = spec.open()
     try:
         metastore.upsert_org(org_slug, company_name=org_slug.replace("_", " ").title())
         api_key = generate_api_key()
         metastore.add_api_key(org_slug, hash_api_key(api_key), revoke_others=True)
-        metastore.set_subscription(org_slug, subscription, trial_ends_at=trial_ends)
+        metastore.set_subscription(org_slug, subscription, trial_end_date=trial_ends)
         if daily_quota is not None:
             metastore.set_daily_quota(org_slug, daily_quota)
         credentials = {
@@ -66,13 +66,19 @@ def seed_org(settings: Settings, org_slug: str, subscription: str = "ACTIVE",
             "anthropic": anthropic_admin_key or simulator_admin_key("anthropic", org_slug),
         }
         for provider, secret in credentials.items():
-            ciphertext = cipher.encrypt(secret.encode(), credential_aad(org_slug, provider))
-            metastore.put_credential(org_slug, provider, "admin_api_key", ciphertext, cipher.name)
+            ciphertext = cipher.encrypt(secret.encode(), spec.aad(org_slug, provider))
+            metastore.put_credential(org_slug, system.integration(provider), "API_KEY", ciphertext)
         if gcp_billing_export:
-            key = gcp_service_account_key or json.dumps(placeholder_service_account(org_slug))
             metadata = gcp_export_metadata(gcp_billing_export)
-            ciphertext = cipher.encrypt(key.encode(), credential_aad(org_slug, "gcp"))
-            metastore.put_credential(org_slug, "gcp", "service_account_json", ciphertext, cipher.name, metadata)
+            if gcp_worker_identity:
+                if gcp_impersonate:
+                    metadata["impersonate_service_account"] = gcp_impersonate
+                metastore.put_credential(org_slug, system.integration("gcp"), "WORKER_IDENTITY", b"", metadata)
+            else:
+                key = gcp_service_account_key or json.dumps(placeholder_service_account(org_slug))
+                ciphertext = cipher.encrypt(key.encode(), spec.aad(org_slug, "gcp"))
+                metastore.put_credential(org_slug, system.integration("gcp"), "SERVICE_ACCOUNT_JSON", ciphertext,
+                                         metadata)
     finally:
         metastore.close()
     return {"org_slug": org_slug, "api_key": api_key}

@@ -16,8 +16,8 @@ import duckdb
 import pyarrow as pa
 
 from beam_pipelines.errors import ProviderError
+from beam_pipelines.gcp.config import FlattenOptions
 
-REQUIRED = ("usage_start_time", "cost")
 SIMPLE = (  # (output column, source path, DuckDB type)
     ("billing_account_id", "billing_account_id", "VARCHAR"),
     ("service_id", "service.id", "VARCHAR"),
@@ -67,8 +67,9 @@ def _json(schema: pa.Schema, path: str) -> str:
     return f"CAST(to_json(COALESCE({_ref(path)}, [])) AS VARCHAR)" if _has(schema, path) else "'[]'"
 
 
-def flatten_sql(schema: pa.Schema) -> str:
-    missing = [f for f in REQUIRED if not _has(schema, f)]
+def flatten_sql(schema: pa.Schema, options: FlattenOptions | None = None) -> str:
+    options = options or FlattenOptions()
+    missing = [f for f in options.required_fields if not _has(schema, f)]
     if missing:
         raise ProviderError("gcp", f"billing export lacks required field(s) {missing}")
     credits = ("COALESCE(list_sum(list_transform(credits, lambda c: c.amount)), 0.0)"
@@ -79,8 +80,7 @@ def flatten_sql(schema: pa.Schema) -> str:
         "run_id": "$run_id",
         "row_key": "printf('%016x', hash($org_slug, export))",
         "usage_start_time": "CAST(usage_start_time AS TIMESTAMPTZ)",
-        "project_labels": _json(schema, "project.labels"),
-        "labels": _json(schema, "labels"),
+        **{column: _json(schema, path) for column, path in options.json_fields.items()},
         "cost": "CAST(cost AS DOUBLE)",
         "credits_total": f"CAST({credits} AS DOUBLE)",
         "loaded_at": "$loaded_at",
@@ -99,7 +99,8 @@ def flatten_sql(schema: pa.Schema) -> str:
 class Flattener:
     """One DuckDB connection reused across batches (DuckDB releases the GIL while it works)."""
 
-    def __init__(self):
+    def __init__(self, options: FlattenOptions | None = None):
+        self._options = options or FlattenOptions()
         self._conn = duckdb.connect(":memory:")
         self._conn.execute("SET TimeZone = 'UTC'").fetchall()
         self._conn.execute("SET enable_progress_bar = false").fetchall()
@@ -111,7 +112,7 @@ class Flattener:
             self._conn.register("export", batch)
             try:
                 result = self._conn.sql(
-                    flatten_sql(batch.schema), params={"org_slug": org_slug, "run_id": run_id, "loaded_at": loaded_at}
+                    flatten_sql(batch.schema, self._options), params={"org_slug": org_slug, "run_id": run_id, "loaded_at": loaded_at}
                 ).to_arrow_table()
             finally:
                 self._conn.unregister("export")

@@ -24,7 +24,6 @@ EXPORT_TABLE = re.compile(
     r"^(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.(?P<dataset>[A-Za-z0-9_]{1,1024})"
     r"\.(?P<table>gcp_billing_export(_resource)?_v1_[A-Za-z0-9_]{1,200})$"
 )
-BIGQUERY_SCOPE = "https://www.googleapis.com/auth/bigquery.readonly"
 
 
 def _bounds(start: date, end_inclusive: date) -> tuple[datetime, datetime]:
@@ -56,14 +55,16 @@ class LocalExportSource:
 
 
 class BigQueryExportSource:
-    """The customer's export table, read with the org's service-account key."""
+    """The customer's export table, read with the org's credential (a key, or the worker's identity)."""
 
-    def __init__(self, table_id: str, service_account_info: dict, api_endpoint: str | None = None):
-        match = EXPORT_TABLE.match(table_id or "")
+    def __init__(self, table_id: str, credentials, project: str | None, api_endpoint: str | None = None,
+                 pattern: re.Pattern = EXPORT_TABLE):
+        match = pattern.match(table_id or "")
         if not match:
             raise ConvergenceError(f"billing export table {table_id!r}: expected project.dataset.gcp_billing_export_v1_XXXX")
         self.table_id = table_id
-        self._info = service_account_info
+        self._credentials = credentials
+        self._project = project or match.group("project")
         self._endpoint = api_endpoint
 
     def query(self) -> str:
@@ -76,11 +77,9 @@ class BigQueryExportSource:
 
     def client(self):
         from google.cloud import bigquery
-        from google.oauth2 import service_account
 
-        credentials = service_account.Credentials.from_service_account_info(self._info, scopes=[BIGQUERY_SCOPE])
         options = {"api_endpoint": self._endpoint} if self._endpoint else None
-        return bigquery.Client(project=self._info.get("project_id"), credentials=credentials, client_options=options)
+        return bigquery.Client(project=self._project, credentials=self._credentials, client_options=options)
 
     def batches(self, start: date, end_inclusive: date, page_rows: int) -> Iterator[pa.Table]:
         from google.api_core import exceptions as google_errors
@@ -104,9 +103,16 @@ class BigQueryExportSource:
             client.close()
 
 
-def export_source(metadata: dict, service_account_info: dict, api_endpoint: str | None = None):
+def export_source(credential, api_endpoint: str | None = None, job_project: str | None = None,
+                  pattern: re.Pattern = EXPORT_TABLE):
+    """The org's export as its credential's metadata names it: a local Parquet twin or a BigQuery table."""
+    metadata = credential.metadata or {}
     if metadata.get("billing_export_path"):
         return LocalExportSource(metadata["billing_export_path"])
     if metadata.get("billing_export_table"):
-        return BigQueryExportSource(metadata["billing_export_table"], service_account_info, api_endpoint)
+        from beam_pipelines.gcp.credentials import google_credentials
+
+        credentials, project = google_credentials(credential)
+        return BigQueryExportSource(metadata["billing_export_table"], credentials, job_project or project, api_endpoint,
+                                    pattern)
     raise ConvergenceError("gcp integration names no billing export (billing_export_table or billing_export_path)")

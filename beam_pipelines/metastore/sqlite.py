@@ -3,23 +3,27 @@
 Tables are created from the BigQuery JSON schemas in ``configs/system/`` plus the keys declared in
 ``configs/system/tables.yml``. WAL mode and a busy timeout make it safe for several processes at
 once (the CLI, the launcher and its job subprocesses); every write is one short transaction.
+Values are stored as SQLite can hold them (ISO text, JSON text, 0/1) and decoded back to the
+types the BigQuery store returns, using each column's declared type.
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
 
-import yaml
-
-from beam_pipelines.config.schema import load_schema
+from beam_pipelines.config.schema import TableSchema
+from beam_pipelines.config.system import load_system
 from beam_pipelines.errors import ConfigError, NotFoundError
 from beam_pipelines.metastore.base import (
+    API_KEY_SCOPES,
     ELIGIBLE_SUBSCRIPTIONS,
+    OPEN_STATUSES,
     SUBSCRIPTION_STATUSES,
     Metastore,
     Reservation,
@@ -28,50 +32,81 @@ from beam_pipelines.metastore.base import (
 )
 
 _WRITE_LOCK = threading.Lock()
-
 SQLITE_TYPES = {
     "STRING": "TEXT", "JSON": "TEXT", "DATE": "TEXT", "TIMESTAMP": "TEXT", "DATETIME": "TEXT",
     "INTEGER": "INTEGER", "INT64": "INTEGER", "BOOLEAN": "INTEGER", "BOOL": "INTEGER",
-    "FLOAT": "REAL", "FLOAT64": "REAL", "NUMERIC": "REAL", "BYTES": "BLOB",
+    "FLOAT": "REAL", "FLOAT64": "REAL", "NUMERIC": "TEXT", "BYTES": "BLOB",
 }
+RUNS = "org_meta_pipeline_runs"
 
 
-def _ddl(name: str, spec: dict, configs_dir: Path) -> list[str]:
-    schema = load_schema(configs_dir / "system" / spec["schema"], f"system/{spec['schema']}")
+def _ddl(name: str, entry, schema: TableSchema) -> list[str]:
     columns = []
     for field in schema.fields:
-        sql_type = SQLITE_TYPES.get(field.type)
+        sql_type = "TEXT" if field.mode == "REPEATED" else SQLITE_TYPES.get(field.type)
         if sql_type is None:
-            raise ConfigError(f"system/{spec['schema']}: {field.name}: type {field.type} not supported locally")
+            raise ConfigError(f"{schema.source}: {field.name}: type {field.type} not supported locally")
         columns.append(f'"{field.name}" {sql_type}' + (" NOT NULL" if field.required else ""))
-    columns.append("PRIMARY KEY (" + ", ".join(spec["primary_key"]) + ")")
-    for unique in spec.get("unique", []):
+    columns.append("PRIMARY KEY (" + ", ".join(entry.primary_key) + ")")
+    for unique in entry.unique:
         columns.append("UNIQUE (" + ", ".join(unique) + ")")
     statements = [f"CREATE TABLE IF NOT EXISTS {name} (\n  " + ",\n  ".join(columns) + "\n)"]
-    for i, index in enumerate(spec.get("index", [])):
+    for i, index in enumerate(entry.index):
         statements.append(f"CREATE INDEX IF NOT EXISTS ix_{name}_{i} ON {name} ({', '.join(index)})")
     return statements
 
 
 def _encode(value):
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.astimezone(timezone.utc).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, bool):
         return int(value)
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, sort_keys=True, default=str)
     return value
+
+
+def _decoder(schema: TableSchema):
+    kinds = {f.name: ("REPEATED" if f.mode == "REPEATED" else f.type) for f in schema.fields}
+
+    def decode(row: sqlite3.Row) -> dict:
+        out = {}
+        for key in row.keys():
+            value, kind = row[key], kinds.get(key)
+            if value is None:
+                out[key] = None
+            elif kind == "DATE":
+                out[key] = date.fromisoformat(value)
+            elif kind == "TIMESTAMP":
+                moment = datetime.fromisoformat(value)
+                out[key] = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+            elif kind in ("BOOLEAN", "BOOL"):
+                out[key] = bool(value)
+            elif kind in ("JSON", "REPEATED"):
+                out[key] = json.loads(value)
+            elif kind == "BYTES":
+                out[key] = bytes(value)
+            else:
+                out[key] = value
+        return out
+
+    return decode
 
 
 class SQLiteMetastore(Metastore):
     def __init__(self, path: Path, configs_dir: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._local = threading.local()
-        tables = yaml.safe_load((configs_dir / "system" / "tables.yml").read_text())["tables"]
-        statements = [s for name, spec in tables.items() for s in _ddl(name, spec, configs_dir)]
+        system = load_system(Path(configs_dir))
+        self._decode = {name: _decoder(schema) for name, schema in system.schemas.items()}
+        self._json_columns = {name: {f.name for f in schema.fields if f.type == "JSON" or f.mode == "REPEATED"}
+                              for name, schema in system.schemas.items()}
+        statements = [s for name, entry in system.tables.items() for s in _ddl(name, entry, system.schemas[name])]
+        if not self.path.exists():  # state under $CONVERGENCE_HOME is private: create the file 0600
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         with self._tx() as conn:
             for statement in statements:
                 conn.execute(statement)
@@ -84,7 +119,7 @@ class SQLiteMetastore(Metastore):
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
@@ -102,18 +137,29 @@ class SQLiteMetastore(Metastore):
                 raise
             conn.execute("COMMIT")
 
-    def _one(self, sql: str, params=()) -> dict | None:
-        row = self._conn().execute(sql, params).fetchone()
-        return dict(row) if row else None
+    def _all(self, table: str, sql: str, params=()) -> list[dict]:
+        decode = self._decode[table]
+        return [decode(r) for r in self._conn().execute(sql, params).fetchall()]
 
-    def _all(self, sql: str, params=()) -> list[dict]:
-        return [dict(r) for r in self._conn().execute(sql, params).fetchall()]
+    def _one(self, table: str, sql: str, params=()) -> dict | None:
+        rows = self._all(table, sql, params)
+        return rows[0] if rows else None
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def _insert(self, conn, table: str, row: dict, upsert_key: str | None = None) -> None:
+        json_columns = self._json_columns[table]
+        values = {k: (None if v is None else json.dumps(v, sort_keys=True, default=str)) if k in json_columns
+                  else _encode(v) for k, v in row.items()}
+        sql = f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})"
+        if upsert_key:
+            updates = ", ".join(f"{k} = excluded.{k}" for k in values if k != upsert_key)
+            sql += f" ON CONFLICT ({upsert_key}) DO UPDATE SET {updates}"
+        conn.execute(sql, tuple(values.values()))
 
     # orgs, keys, subscriptions, quotas -------------------------------------------------------
     def upsert_org(self, org_slug, company_name="", admin_email=""):
@@ -128,39 +174,34 @@ class SQLiteMetastore(Metastore):
             )
 
     def get_org(self, org_slug):
-        return self._one("SELECT * FROM org_profiles WHERE org_slug = ?", (org_slug,))
+        return self._one("org_profiles", "SELECT * FROM org_profiles WHERE org_slug = ?", (org_slug,))
 
     def _require_org(self, conn, org_slug):
         if not conn.execute("SELECT 1 FROM org_profiles WHERE org_slug = ?", (org_slug,)).fetchone():
             raise NotFoundError(f"org {org_slug!r} does not exist")
 
-    def add_api_key(self, org_slug, key_hash, expires_at=None, revoke_others=False):
+    def add_api_key(self, org_slug, key_hash, expires_at=None, revoke_others=False, encrypted_api_key=None):
         key_id = uuid.uuid4().hex
-        now = _encode(utcnow())
+        now = utcnow()
         with self._tx() as conn:
             self._require_org(conn, org_slug)
             if revoke_others:
-                conn.execute(
-                    "UPDATE org_api_keys SET is_active = 0, revoked_at = ? WHERE org_slug = ? AND is_active = 1",
-                    (now, org_slug),
-                )
-            conn.execute(
-                "INSERT INTO org_api_keys (org_api_key_id, org_slug, key_hash, scopes, is_active,"
-                " expires_at, created_at) VALUES (?, ?, ?, 'pipelines:run,pipelines:read', 1, ?, ?)",
-                (key_id, org_slug, key_hash, _encode(expires_at), now),
-            )
+                conn.execute("UPDATE org_api_keys SET is_active = 0, revoked_at = ? WHERE org_slug = ? AND is_active = 1",
+                             (_encode(now), org_slug))
+            self._insert(conn, "org_api_keys", {
+                "org_api_key_id": key_id, "org_slug": org_slug, "org_api_key_hash": key_hash,
+                "encrypted_api_key": encrypted_api_key, "scopes": list(API_KEY_SCOPES), "is_active": True,
+                "expires_at": expires_at, "created_at": now})
         return key_id
 
     def find_api_key(self, key_hash, now=None):
-        row = self._one(
-            "SELECT * FROM org_api_keys WHERE key_hash = ? AND is_active = 1 AND revoked_at IS NULL",
-            (key_hash,),
-        )
-        if row and row["expires_at"] and datetime.fromisoformat(row["expires_at"]) <= (now or utcnow()):
+        row = self._one("org_api_keys", "SELECT * FROM org_api_keys WHERE org_api_key_hash = ? AND is_active = 1"
+                        " AND revoked_at IS NULL", (key_hash,))
+        if row and row["expires_at"] and row["expires_at"] <= (now or utcnow()):
             return None
         return row
 
-    def set_subscription(self, org_slug, status, plan_name="STARTER", trial_ends_at=None):
+    def set_subscription(self, org_slug, status, plan_name="STARTER", trial_end_date=None):
         if status not in SUBSCRIPTION_STATUSES:
             raise ValueError(f"subscription status must be one of {SUBSCRIPTION_STATUSES}, got {status!r}")
         now = _encode(utcnow())
@@ -168,15 +209,16 @@ class SQLiteMetastore(Metastore):
             self._require_org(conn, org_slug)
             conn.execute(
                 "INSERT INTO org_subscriptions (subscription_id, org_slug, plan_name, status,"
-                " trial_ends_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " trial_end_date, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (org_slug) DO UPDATE SET plan_name = excluded.plan_name,"
-                " status = excluded.status, trial_ends_at = excluded.trial_ends_at,"
+                " status = excluded.status, trial_end_date = excluded.trial_end_date,"
                 " updated_at = excluded.updated_at",
-                (uuid.uuid4().hex, org_slug, plan_name, status, _encode(trial_ends_at), now, now),
+                (uuid.uuid4().hex, org_slug, plan_name, status, _encode(trial_end_date), now, now),
             )
 
     def get_subscription(self, org_slug):
-        return self._one("SELECT * FROM org_subscriptions WHERE org_slug = ?", (org_slug,))
+        return self._one("org_subscriptions", "SELECT * FROM org_subscriptions WHERE org_slug = ?"
+                         " ORDER BY COALESCE(updated_at, created_at) DESC LIMIT 1", (org_slug,))
 
     def set_daily_quota(self, org_slug, limit):
         with self._tx() as conn:
@@ -189,59 +231,85 @@ class SQLiteMetastore(Metastore):
             )
 
     def get_daily_quota(self, org_slug):
-        row = self._one("SELECT daily_pipeline_limit FROM org_usage_quotas WHERE org_slug = ?", (org_slug,))
-        return None if row is None else row["daily_pipeline_limit"]
+        row = self._conn().execute("SELECT daily_pipeline_limit FROM org_usage_quotas WHERE org_slug = ?",
+                                   (org_slug,)).fetchone()
+        return None if row is None else row[0]
 
     # credentials ------------------------------------------------------------------------------
-    def put_credential(self, org_slug, provider, credential_type, ciphertext, cipher, metadata=None):
+    def put_credential(self, org_slug, integration, credential_type, ciphertext, metadata=None):
         credential_id = uuid.uuid4().hex
         now = _encode(utcnow())
         with self._tx() as conn:
             self._require_org(conn, org_slug)
             conn.execute(
-                "INSERT INTO org_integration_credentials (credential_id, org_slug, provider,"
-                " credential_type, encrypted_credential, cipher, metadata, is_active, created_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)"
-                " ON CONFLICT (org_slug, provider) DO UPDATE SET"
-                " credential_type = excluded.credential_type,"
-                " encrypted_credential = excluded.encrypted_credential, cipher = excluded.cipher,"
-                " metadata = excluded.metadata, is_active = 1, updated_at = excluded.updated_at",
-                (credential_id, org_slug, provider, credential_type, bytes(ciphertext), cipher,
-                 _encode(metadata or {}), now, now),
+                "INSERT INTO org_integration_credentials (credential_id, org_slug, provider, credential_type,"
+                " encrypted_credential, metadata, is_active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)"
+                " ON CONFLICT (org_slug, provider) DO UPDATE SET credential_type = excluded.credential_type,"
+                " encrypted_credential = excluded.encrypted_credential, metadata = excluded.metadata, is_active = 1,"
+                " updated_at = excluded.updated_at",
+                (credential_id, org_slug, integration, credential_type, bytes(ciphertext), json.dumps(metadata or {}),
+                 now, now),
             )
         return credential_id
 
-    def get_credential(self, org_slug, provider):
-        row = self._one(
-            "SELECT * FROM org_integration_credentials WHERE org_slug = ? AND provider = ? AND is_active = 1",
-            (org_slug, provider),
-        )
-        if row is not None:
-            row["metadata"] = json.loads(row["metadata"] or "{}")
-        return row
+    def get_credential(self, org_slug, integration):
+        return self._one("org_integration_credentials",
+                         "SELECT * FROM org_integration_credentials WHERE org_slug = ? AND provider = ? AND is_active = 1"
+                         " ORDER BY COALESCE(updated_at, created_at) DESC LIMIT 1", (org_slug, integration))
 
-    def eligible_orgs(self, provider, today):
+    def eligible_orgs(self, integration, today):
         placeholders = ", ".join("?" for _ in ELIGIBLE_SUBSCRIPTIONS)
-        rows = self._all(
-            "SELECT s.org_slug FROM org_subscriptions s"
+        rows = self._conn().execute(
+            "SELECT DISTINCT s.org_slug FROM org_subscriptions s"
             " JOIN org_integration_credentials c ON c.org_slug = s.org_slug"
             f" WHERE s.status IN ({placeholders}) AND c.provider = ? AND c.is_active = 1"
-            " AND (s.status != 'TRIAL' OR s.trial_ends_at IS NULL OR s.trial_ends_at >= ?)"
+            " AND (s.status != 'TRIAL' OR s.trial_end_date IS NULL OR s.trial_end_date >= ?)"
             " ORDER BY s.org_slug",
-            (*ELIGIBLE_SUBSCRIPTIONS, provider, today.isoformat()),
-        )
-        return [r["org_slug"] for r in rows]
+            (*ELIGIBLE_SUBSCRIPTIONS, integration, today.isoformat()),
+        ).fetchall()
+        return [r[0] for r in rows]
 
     # runs -------------------------------------------------------------------------------------
-    def create_run(self, run):
-        row = {k: _encode(v) for k, v in run.items()}
-        row.setdefault("created_at", _encode(utcnow()))
-        cols = ", ".join(row)
+    def create_runs(self, runs):
         with self._tx() as conn:
-            conn.execute(
-                f"INSERT INTO org_meta_pipeline_runs ({cols}) VALUES ({', '.join('?' for _ in row)})",
-                tuple(row.values()),
-            )
+            for run in runs:
+                self._insert(conn, RUNS, run)
+
+    def _taken(self, conn, key: str, statuses, now: datetime):
+        marks = ", ".join("?" for _ in statuses)
+        return conn.execute(
+            f"SELECT pipeline_logging_id FROM {RUNS} WHERE run_key = ? AND status IN ({marks})"
+            " AND (status NOT IN ('QUEUED', 'RUNNING') OR lease_expires_at > ?) ORDER BY created_at LIMIT 1",
+            (key, *statuses, _encode(now))).fetchone()
+
+    def reserve_run(self, run, daily_limit, since, dedupe_statuses=OPEN_STATUSES):
+        now = utcnow()
+        with self._tx() as conn:  # BEGIN IMMEDIATE: one reservation at a time, across processes
+            duplicate = self._taken(conn, run["run_key"], dedupe_statuses, now)
+            if duplicate:
+                return Reservation("duplicate", duplicate[0])
+            used = conn.execute(
+                f"SELECT COUNT(*) FROM {RUNS} WHERE org_slug = ? AND created_at >= ? AND trigger_type != 'scheduler'",
+                (run["org_slug"], _encode(since))).fetchone()[0]
+            if daily_limit is not None and used >= daily_limit:
+                return Reservation("quota", None, used)
+            seq = conn.execute(f"SELECT COALESCE(MAX(reservation_seq), -1) + 1 FROM {RUNS} WHERE run_key = ?",
+                               (run["run_key"],)).fetchone()[0]
+            self._insert(conn, RUNS, {**run, "reservation_seq": seq})
+        return Reservation("created", run["pipeline_logging_id"], used)
+
+    def reserve_runs(self, runs, dedupe_statuses):
+        now = utcnow()
+        created = []
+        with self._tx() as conn:
+            for run in runs:
+                if self._taken(conn, run["run_key"], dedupe_statuses, now):
+                    continue
+                seq = conn.execute(f"SELECT COALESCE(MAX(reservation_seq), -1) + 1 FROM {RUNS} WHERE run_key = ?",
+                                   (run["run_key"],)).fetchone()[0]
+                self._insert(conn, RUNS, {**run, "reservation_seq": seq})
+                created.append(run["pipeline_logging_id"])
+        return created
 
     def update_run(self, run_id, **fields):
         check_run_update(fields)
@@ -249,15 +317,44 @@ class SQLiteMetastore(Metastore):
             return
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as conn:
-            cur = conn.execute(
-                f"UPDATE org_meta_pipeline_runs SET {sets} WHERE pipeline_logging_id = ?",
-                (*(_encode(v) for v in fields.values()), run_id),
-            )
+            cur = conn.execute(f"UPDATE {RUNS} SET {sets} WHERE pipeline_logging_id = ?",
+                               (*(_encode(v) for v in fields.values()), run_id))
             if cur.rowcount != 1:
                 raise NotFoundError(f"run {run_id!r} does not exist")
 
+    def close_runs(self, updates, expired_before=None):
+        changed = []
+        with self._tx() as conn:
+            for update in updates:
+                fields = {k: v for k, v in update.items() if k != "pipeline_logging_id"}
+                check_run_update(fields)
+                sets = ", ".join(f"{k} = ?" for k in fields)
+                where, extra = "pipeline_logging_id = ?", ()
+                if expired_before is not None:
+                    where += " AND status IN ('QUEUED', 'RUNNING') AND lease_expires_at < ?"
+                    extra = (_encode(expired_before),)
+                cur = conn.execute(f"UPDATE {RUNS} SET {sets} WHERE {where}",
+                                   (*(_encode(v) for v in fields.values()), update["pipeline_logging_id"], *extra))
+                if cur.rowcount:
+                    changed.append(update["pipeline_logging_id"])
+        return changed
+
+    def renew_leases(self, run_ids, owner_id, until):
+        if not run_ids:
+            return 0
+        marks = ", ".join("?" for _ in run_ids)
+        with self._tx() as conn:
+            cur = conn.execute(f"UPDATE {RUNS} SET owner_id = ?, lease_expires_at = ? WHERE status IN ('QUEUED', 'RUNNING')"
+                               f" AND pipeline_logging_id IN ({marks})", (owner_id, _encode(until), *run_ids))
+            return cur.rowcount
+
+    def expired_runs(self, now, limit=500):
+        marks = ", ".join("?" for _ in OPEN_STATUSES)
+        return self._all(RUNS, f"SELECT * FROM {RUNS} WHERE status IN ({marks}) AND lease_expires_at < ?"
+                               " ORDER BY lease_expires_at LIMIT ?", (*OPEN_STATUSES, _encode(now), int(limit)))
+
     def get_run(self, run_id):
-        return self._one("SELECT * FROM org_meta_pipeline_runs WHERE pipeline_logging_id = ?", (run_id,))
+        return self._one(RUNS, f"SELECT * FROM {RUNS} WHERE pipeline_logging_id = ?", (run_id,))
 
     def list_runs(self, org_slug=None, status=None, limit=50):
         where, params = [], []
@@ -268,88 +365,26 @@ class SQLiteMetastore(Metastore):
             where.append("status = ?")
             params.append(status)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        return self._all(
-            f"SELECT * FROM org_meta_pipeline_runs{clause} ORDER BY created_at DESC,"
-            " pipeline_logging_id LIMIT ?",
-            (*params, int(limit)),
-        )
+        return self._all(RUNS, f"SELECT * FROM {RUNS}{clause} ORDER BY created_at DESC, pipeline_logging_id LIMIT ?",
+                         (*params, int(limit)))
 
-    def reserve_run(self, run, daily_limit, since, dedupe_statuses=("QUEUED", "RUNNING")):
-        row = {k: _encode(v) for k, v in run.items()}
-        row.setdefault("created_at", _encode(utcnow()))
-        marks = ", ".join("?" for _ in dedupe_statuses)
-        with self._tx() as conn:  # BEGIN IMMEDIATE: one reservation at a time, across processes
-            duplicate = conn.execute(
-                "SELECT pipeline_logging_id FROM org_meta_pipeline_runs WHERE org_slug = ? AND pipeline_id = ?"
-                f" AND start_date = ? AND end_date = ? AND status IN ({marks}) ORDER BY created_at LIMIT 1",
-                (row["org_slug"], row["pipeline_id"], row["start_date"], row["end_date"], *dedupe_statuses),
-            ).fetchone()
-            if duplicate:
-                return Reservation("duplicate", duplicate[0])
-            used = conn.execute(
-                "SELECT COUNT(*) FROM org_meta_pipeline_runs WHERE org_slug = ? AND created_at >= ?"
-                " AND trigger_type != 'scheduler'",
-                (row["org_slug"], _encode(since)),
-            ).fetchone()[0]
-            if daily_limit is not None and used >= daily_limit:
-                return Reservation("quota", None, used)
-            cols = ", ".join(row)
-            conn.execute(
-                f"INSERT INTO org_meta_pipeline_runs ({cols}) VALUES ({', '.join('?' for _ in row)})",
-                tuple(row.values()),
-            )
-        return Reservation("created", row["pipeline_logging_id"], used)
-
-    def fail_open_runs(self, reason, run_ids=None):
-        now = _encode(utcnow())
-        with self._tx() as conn:
-            where = "status IN ('QUEUED', 'RUNNING')"
-            params: tuple = ()
-            if run_ids is not None:
-                if not run_ids:
-                    return []
-                where += f" AND pipeline_logging_id IN ({', '.join('?' for _ in run_ids)})"
-                params = tuple(run_ids)
-            ids = [r[0] for r in conn.execute(
-                f"SELECT pipeline_logging_id FROM org_meta_pipeline_runs WHERE {where}", params)]
-            if ids:
-                conn.execute(
-                    f"UPDATE org_meta_pipeline_runs SET status = 'FAILED', error_message = ?, ended_at = ?"
-                    f" WHERE {where}", (reason, now, *params),
-                )
-        return ids
-
-    def _upsert(self, table: str, key: str, values: dict) -> None:
-        row = {k: _encode(v) for k, v in values.items()}
-        cols = ", ".join(row)
-        updates = ", ".join(f"{k} = excluded.{k}" for k in row if k != key)
-        with self._tx() as conn:
-            conn.execute(
-                f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' for _ in row)})"
-                f" ON CONFLICT ({key}) DO UPDATE SET {updates}",
-                tuple(row.values()),
-            )
-
-    def upsert_step_log(self, step):
-        self._upsert("org_meta_step_logs", "step_log_id", step)
-
-    def upsert_dq_result(self, result):
-        values = dict(result)
-        for key in ("kwargs", "observed_value"):
-            values[key] = json.dumps(values.get(key), sort_keys=True, default=str)
-        self._upsert("org_meta_dq_results", "dq_result_id", values)
-
-    def list_dq_results(self, run_id):
-        rows = self._all("SELECT * FROM org_meta_dq_results WHERE pipeline_logging_id = ? ORDER BY dq_result_id",
-                         (run_id,))
-        for row in rows:
-            row["kwargs"] = json.loads(row["kwargs"] or "null")
-            row["observed_value"] = json.loads(row["observed_value"] or "null")
-            row["success"] = bool(row["success"])
-        return rows
+    # step logs and data-quality results --------------------------------------------------------
+    def upsert_step_logs(self, steps):
+        if steps:
+            with self._tx() as conn:
+                for step in steps:
+                    self._insert(conn, "org_meta_step_logs", step, upsert_key="step_log_id")
 
     def list_steps(self, run_id):
-        return self._all(
-            "SELECT * FROM org_meta_step_logs WHERE pipeline_logging_id = ? ORDER BY started_at, step_id",
-            (run_id,),
-        )
+        return self._all("org_meta_step_logs", "SELECT * FROM org_meta_step_logs WHERE pipeline_logging_id = ?"
+                                               " ORDER BY started_at, step_id", (run_id,))
+
+    def upsert_dq_results(self, results):
+        if results:
+            with self._tx() as conn:
+                for result in results:
+                    self._insert(conn, "org_meta_dq_results", result, upsert_key="dq_result_id")
+
+    def list_dq_results(self, run_id):
+        return self._all("org_meta_dq_results", "SELECT * FROM org_meta_dq_results WHERE pipeline_logging_id = ?"
+                                                " ORDER BY dq_result_id", (run_id,))

@@ -1,7 +1,6 @@
 """Delivery: SMTP with mandatory STARTTLS, and Slack incoming webhooks (with retries)."""
 from __future__ import annotations
 
-import os
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -35,18 +34,18 @@ class SmtpSettings:
     ca_file: str | None = None
 
     @classmethod
-    def from_env(cls) -> SmtpSettings:
-        host = os.environ.get("SMTP_HOST", "").strip()
-        if not host:
+    def from_settings(cls, notify) -> SmtpSettings:
+        """From the job's NotifySettings; the password is read here, in the process that sends."""
+        if not notify.smtp_host:
             raise ChannelNotConfigured("SMTP_HOST is not set")
         return cls(
-            host=host,
-            port=int(os.environ.get("SMTP_PORT", "587")),
-            username=os.environ.get("SMTP_USERNAME") or None,
-            password=resolve_secret("SMTP_PASSWORD"),
-            sender=os.environ.get("NOTIFY_EMAIL_FROM", "convergence@localhost"),
-            default_recipients=tuple(r.strip() for r in os.environ.get("NOTIFY_EMAIL_TO", "").split(",") if r.strip()),
-            ca_file=os.environ.get("SMTP_CA_FILE") or None,
+            host=notify.smtp_host,
+            port=notify.smtp_port,
+            username=notify.smtp_username or None,
+            password=resolve_secret("SMTP_PASSWORD", resource=notify.smtp_password_secret),
+            sender=notify.email_from,
+            default_recipients=tuple(notify.email_to),
+            ca_file=notify.smtp_ca_file or None,
         )
 
 
@@ -72,8 +71,8 @@ def send_email(message: Message, recipients: list[str], smtp: SmtpSettings) -> N
         raise NotificationError(f"email via {smtp.host}:{smtp.port} failed: {type(exc).__name__}") from None
 
 
-def send_slack(message: Message, webhook_url: str | None = None) -> None:
-    url = webhook_url or resolve_secret("SLACK_WEBHOOK_URL")
+def send_slack(message: Message, webhook_secret: str = "", webhook_url: str | None = None) -> None:
+    url = webhook_url or resolve_secret("SLACK_WEBHOOK_URL", resource=webhook_secret)
     if not url:
         raise ChannelNotConfigured("SLACK_WEBHOOK_URL is not set")
     session = requests.Session()

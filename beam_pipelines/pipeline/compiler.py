@@ -1,10 +1,12 @@
 """Compile a validated pipeline config into a Beam graph.
 
-    Create(org work items) → Reshuffle → extract (decrypt + fetch) → transforms → loads → run log
+    Create(org work items) → Reshuffle → extract (admit + decrypt + fetch) → transforms
+      → stage each table → commit per org + run log → notify
 
-Steps are looked up in the registry by ``ps_type``. Load steps are applied after every other
-step, so each receives the complete set of failed runs as a side input and writes nothing for
-an org that failed anywhere upstream.
+Steps are looked up in the registry by ``ps_type``; each receives its options as parsed when the
+config was loaded. Load steps are applied after every other step, so each receives the complete
+set of failed runs as a side input and stages nothing for an org that failed upstream; the commit
+stage then replaces an org's tables only if no step of that org failed.
 """
 from __future__ import annotations
 
@@ -23,12 +25,13 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         | "CreateOrgWorkItems" >> beam.Create(work_items)
         | "SpreadOrgs" >> beam.Reshuffle()
     )
+    loaded = ctx.pipeline
     outputs: dict[str, beam.PCollection] = {}
     events: list[beam.PCollection] = []
-    loads, notifies = [], []
-    for step in ctx.pipeline.config.steps:
+    loads, notifies, staged = [], [], []
+    for step in loaded.config.steps:
         entry = lookup(step.ps_type)
-        options = entry.options.model_validate(step.options)
+        options = loaded.options(step.step_id)
         transform_cls = entry.load_transform()
         if entry.kind in ("load", "notify"):
             (loads if entry.kind == "load" else notifies).append((step, options, transform_cls))
@@ -37,6 +40,8 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         result = source | transform_cls(step, options, ctx)
         outputs[step.step_id] = result["main"]
         events.append(result["events"])
+        if "staged" in result:  # steps that write whole tables (seed) stage them for the same commit
+            staged.append(result["staged"])
 
     failed_runs = (
         tuple(events)
@@ -45,18 +50,15 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         | "FailedRunIds" >> beam.Map(lambda e: e.run_id)
         | "DistinctFailed" >> beam.Distinct()
     )
-    if ctx.sink == "bigquery":
-        from beam_pipelines.transforms.bigquery_sink import BigQueryLoad
     for step, options, transform_cls in loads:
-        if ctx.sink == "bigquery" and step.ps_type == "warehouse.load":
-            transform_cls = BigQueryLoad
-        result = outputs[step.input] | transform_cls(
-            step, options, ctx, work_items=items, failed_runs=failed_runs
-        )
+        result = outputs[step.input] | transform_cls(step, options, ctx, failed_runs=failed_runs)
         events.append(result["events"])
+        staged.append(result["staged"])
 
     all_events = tuple(events) | "AllEvents" >> beam.Flatten()
-    summaries = p | "RunLog" >> RecordRunLog(ctx.metastore, items, all_events, ctx.staging_root)
+    all_staged = (tuple(staged) or (p | "NothingStaged" >> beam.Create([]),)) | "AllStaged" >> beam.Flatten()
+    summaries = p | "RunLog" >> RecordRunLog(ctx, [(s.step_id, o) for s, o, _ in loads], items, all_events,
+                                             all_staged)
     for step, options, transform_cls in notifies:
         summaries | transform_cls(step, options, ctx)
     return summaries

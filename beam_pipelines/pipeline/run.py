@@ -1,8 +1,9 @@
 """Run a pipeline for a set of orgs on a local Beam runner, recording one run per org.
 
-Run records are created (RUNNING) before the graph is built; the graph's run-log stage closes
-them. If the whole job dies, every record it left open is closed here as FAILED with the reason,
-so nothing stays RUNNING.
+Run records are created (RUNNING, owned by this process) before the graph is built; a lease keeper
+renews their lease while the job runs; the graph's run-log stage closes them. If the whole job
+dies with an exception, every record it left open is closed here as FAILED with the reason; if
+the process itself dies, the lease lapses and the next process that looks closes them.
 """
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ from datetime import date, datetime, timezone
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines.config import load_pipeline
+from beam_pipelines.config.loader import load_pipeline
 from beam_pipelines.config.models import LoadedPipeline
-from beam_pipelines.errors import NotFoundError
+from beam_pipelines.errors import NotFoundError, one_line_error
 from beam_pipelines.metastore import MetastoreSpec
+from beam_pipelines.metastore.base import OPEN_STATUSES, lease_until, new_run
+from beam_pipelines.pipeline import progress
 from beam_pipelines.pipeline.compiler import compile_pipeline
 from beam_pipelines.pipeline.dates import resolve_range, utc_today
+from beam_pipelines.runs.leases import LeaseKeeper, process_owner_id
+from beam_pipelines.runs.reaper import describe_partial_run, reap_expired
 from beam_pipelines.settings import Settings
 from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import WorkItem
-from beam_pipelines.transforms.fetch import one_line_error
+from beam_pipelines.warehouse.base import WarehouseSpec
 
 log = logging.getLogger(__name__)
 LOCAL_RUNNER = "FnApiRunner"  # the DirectRunner's in-process engine, without the Prism download
@@ -39,7 +44,6 @@ class RunRequest:
     start_date: date | None = None
     end_date: date | None = None
     trigger: str = "cli"
-    run_ids: dict[str, str] | None = None  # org → pre-created run id (launcher)
     runner: str = LOCAL_RUNNER
 
 
@@ -55,20 +59,18 @@ class RunResult:
         return [r for r in self.runs if r["status"] != "COMPLETED"]
 
 
-def plan_runs(settings: Settings, request: RunRequest) -> tuple[LoadedPipeline, list[WorkItem]]:
-    """Validate the request and create one RUNNING run record per org."""
+def plan_runs(settings: Settings, request: RunRequest, owner_id: str) -> tuple[LoadedPipeline, list[WorkItem]]:
+    """Validate the request, resolve its days once, and create one RUNNING run per org."""
     loaded = load_pipeline(settings.configs_dir, request.pipeline_ref)
     config = loaded.config
-    # Pre-recorded runs (launcher jobs) carry their final dates; new runs widen for late data.
-    if request.run_ids:
-        max_days, trailing = config.max_range_days + config.trailing_days - 1, 1
-    else:
-        max_days, trailing = config.max_range_days, config.trailing_days
-    start, end = resolve_range(request.start_date, request.end_date, max_days, trailing_days=trailing)
+    start, end = resolve_range(request.start_date, request.end_date, config.max_range_days,
+                               trailing_days=config.trailing_days)
     metastore = MetastoreSpec.from_settings(settings).open()
     try:
+        reap_expired(metastore, WarehouseSpec.from_settings(settings).open(), settings)
+        integration = settings.system.integration(config.credential)
         if request.all_orgs:
-            orgs = metastore.eligible_orgs(config.credential, utc_today())
+            orgs = metastore.eligible_orgs(integration, utc_today())
         else:
             orgs = list(dict.fromkeys(request.orgs))
             for org in orgs:
@@ -76,45 +78,33 @@ def plan_runs(settings: Settings, request: RunRequest) -> tuple[LoadedPipeline, 
                     raise NotFoundError(f"org {org!r} does not exist (create it with `convergence dev seed-org`)")
         if not orgs:
             raise NotFoundError(f"no org to run {loaded.pipeline_id} for")
-        items = []
         now = datetime.now(timezone.utc)
-        for org in orgs:
-            run_id = (request.run_ids or {}).get(org)
-            if run_id is None:
-                run_id = uuid.uuid4().hex
-                metastore.create_run({
-                    "pipeline_logging_id": run_id, "org_slug": org, "pipeline_id": loaded.pipeline_id,
-                    "status": "RUNNING", "trigger_type": request.trigger, "start_date": start,
-                    "end_date": end, "runner": request.runner, "created_at": now, "started_at": now,
-                })
-            else:
-                metastore.update_run(run_id, status="RUNNING", started_at=now, runner=request.runner)
-            items.append(WorkItem(org, run_id, start, end))
-        return loaded, items
+        runs = [new_run(uuid.uuid4().hex, org, loaded.pipeline_id, start, end, "RUNNING", request.trigger,
+                        request.runner, owner_id, now) for org in orgs]
+        metastore.create_runs(runs)  # a refused org's run is closed by the graph's first step, with the reason
+        return loaded, [WorkItem(r["org_slug"], r["pipeline_logging_id"], start, end) for r in runs]
     finally:
         metastore.close()
 
 
 def execute(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], runner: str = LOCAL_RUNNER,
-            on_progress: Callable[[int, int], None] | None = None) -> RunResult:
-    """Build and run the graph; close any run the job left open."""
+            on_progress: Callable[[int, int], None] | None = None, owner_id: str | None = None) -> RunResult:
+    """Build and run the graph while holding the runs' leases; close any run the job left open."""
     ctx = RunContext.from_settings(settings, loaded, datetime.now(timezone.utc),
                                    org_slugs=tuple(i.org_slug for i in items))
-    metastore = MetastoreSpec.from_settings(settings).open()
+    spec = MetastoreSpec.from_settings(settings)
     run_ids = [i.run_id for i in items]
+    keeper = LeaseKeeper(spec, owner_id or process_owner_id(), run_ids).start()
     stop = threading.Event()
     watcher = None
     if on_progress:
+        progress.reset()
         extract_step = next(s.step_id for s in loaded.config.steps if s.input is None)
-        watcher = threading.Thread(
-            target=_watch, args=(MetastoreSpec.from_settings(settings), run_ids, extract_step, on_progress, stop),
-            daemon=True,
-        )
+        watcher = threading.Thread(target=_watch, args=(extract_step, len(run_ids), on_progress, stop), daemon=True)
         watcher.start()
     crash = None
     try:
-        options = PipelineOptions(runner=runner, save_main_session=False)
-        p = beam.Pipeline(options=options)
+        p = beam.Pipeline(options=PipelineOptions(flags=[], runner=runner, save_main_session=False))
         compile_pipeline(p, ctx, items)
         p.run().wait_until_finish()
     except Exception as exc:  # the whole job died: close every run it left open
@@ -124,35 +114,59 @@ def execute(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], r
         stop.set()
         if watcher:
             watcher.join()
-    runs = []
-    for run_id in run_ids:
-        run = metastore.get_run(run_id)
-        if run["status"] in ("RUNNING", "QUEUED"):
-            reason = f"job crashed: {one_line_error(crash)}" if crash else "job ended without recording this org"
-            metastore.update_run(run_id, status="FAILED", error_message=reason, ended_at=datetime.now(timezone.utc))
-            run = metastore.get_run(run_id)
-        runs.append(run)
-    metastore.close()
-    items_by_run = {i.run_id: i for i in items}
-    first = items_by_run[run_ids[0]]
-    return RunResult(loaded.pipeline_id, first.start_date, first.end_date, runs)
-
-
-def _watch(spec: MetastoreSpec, run_ids: list[str], step_id: str, on_progress, stop: threading.Event) -> None:
+        keeper.stop()
     metastore = spec.open()
     try:
-        while not stop.wait(0.3):
-            done = sum(
-                1 for run_id in run_ids
-                if any(s["step_id"] == step_id for s in metastore.list_steps(run_id))
-            )
-            on_progress(done, len(run_ids))
+        runs = _close_leftovers(settings, metastore, run_ids, crash)
     finally:
         metastore.close()
+    return RunResult(loaded.pipeline_id, items[0].start_date, items[0].end_date, runs)
+
+
+def _close_leftovers(settings: Settings, metastore, run_ids: list[str], crash: Exception | None) -> list[dict]:
+    runs = [metastore.get_run(run_id) for run_id in run_ids]
+    open_runs = [r for r in runs if r["status"] in OPEN_STATUSES]
+    if open_runs:
+        warehouse = WarehouseSpec.from_settings(settings).open()
+        now = datetime.now(timezone.utc)
+        updates = []
+        for run in open_runs:
+            _, outcome = describe_partial_run({**run, "lease_expires_at": now}, settings, warehouse)
+            reason = f"job crashed: {one_line_error(crash)}" if crash else "job ended without recording this org"
+            if outcome["replaced"]:
+                reason += "; replaced: " + ", ".join(sorted(outcome["replaced"]))
+            updates.append({"pipeline_logging_id": run["pipeline_logging_id"], "status": "FAILED",
+                            "error_message": reason[:1000], "ended_at": now, "outcome": outcome})
+        metastore.close_runs(updates)
+        runs = [metastore.get_run(run_id) for run_id in run_ids]
+    return runs
+
+
+def _watch(step_id: str, total: int, on_progress, stop: threading.Event) -> None:
+    while not stop.wait(0.2):
+        on_progress(progress.done(step_id), total)
+    on_progress(progress.done(step_id), total)
 
 
 def run_pipeline(settings: Settings, request: RunRequest,
                  on_progress: Callable[[int, int], None] | None = None) -> RunResult:
-    loaded, items = plan_runs(settings, request)
-    return execute(settings, loaded, items, request.runner, on_progress)
+    owner_id = process_owner_id("cli")
+    loaded, items = plan_runs(settings, request, owner_id)
+    return execute(settings, loaded, items, request.runner, on_progress, owner_id)
 
+
+def run_recorded(settings: Settings, pipeline_ref: str, runs: dict[str, str], start: date, end: date,
+                 runner: str = LOCAL_RUNNER) -> RunResult:
+    """Run runs the launcher already recorded (its local backend's job process), with their dates as given."""
+    owner_id = process_owner_id("job")
+    loaded = load_pipeline(settings.configs_dir, pipeline_ref)
+    spec = MetastoreSpec.from_settings(settings)
+    metastore = spec.open()
+    try:
+        metastore.renew_leases(list(runs.values()), owner_id, lease_until())  # take them over from the launcher
+        for run_id in runs.values():
+            metastore.update_run(run_id, status="RUNNING", started_at=datetime.now(timezone.utc), runner=runner)
+    finally:
+        metastore.close()
+    items = [WorkItem(org, run_id, start, end) for org, run_id in runs.items()]
+    return execute(settings, loaded, items, runner, owner_id=owner_id)

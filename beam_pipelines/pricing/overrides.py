@@ -1,35 +1,39 @@
-"""Org-specific price overrides, read from the org's own ``{provider}_model_pricing`` table.
+"""Org-specific prices, read from the org's own ``{provider}_model_pricing`` table.
 
 An org may negotiate prices; rows in its table (same columns as the default CSV) take precedence
-over the default list for that org only.
+over the default list for that org only. The table is read through the job's warehouse (local or
+BigQuery alike), once per org and worker.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from beam_pipelines.pricing.price_list import PriceList, load_price_list, parse_price_rows
-from beam_pipelines.warehouse.local import LocalWarehouse
+from beam_pipelines.pricing.price_list import PriceList, TokenPrice, parse_price_rows
 
 log = logging.getLogger(__name__)
 
 
-def org_overrides(warehouse: LocalWarehouse, dataset: str, org_slug: str, provider: str) -> list:
+def org_overrides(warehouse, dataset: str, org_slug: str, provider: str) -> list[TokenPrice]:
     """The org's own price rows (same columns as the default CSV), or none."""
     table = warehouse.read_table(dataset, f"{provider}_model_pricing")
     if table is None:
         return []
     rows = [{k: ("" if v is None else str(v)) for k, v in row.items()} for row in table.to_pylist()]
-    return parse_price_rows(rows, f"{dataset}.{provider}_model_pricing", org_slug=org_slug)
+    return [p for p in parse_price_rows(rows, f"{dataset}.{provider}_model_pricing", org_slug=org_slug)]
 
 
-def price_list_for_run(path: Path, display: str, provider: str, ctx,
-                       batch_tiers: dict[str, str] | None = None) -> PriceList:
-    prices = load_price_list(path, display, batch_tiers)
-    if ctx.sink != "local":
+class OrgPriceLists:
+    """The default list plus each org's overrides; built lazily, one warehouse read per org."""
+
+    def __init__(self, defaults: PriceList, provider: str, warehouse, org_dataset):
+        self._defaults, self._provider = defaults, provider
+        self._warehouse, self._org_dataset = warehouse, org_dataset
+        self._cache: dict[str, PriceList] = {}
+
+    def for_org(self, org_slug: str) -> PriceList:
+        prices = self._cache.get(org_slug)
+        if prices is None:
+            overrides = org_overrides(self._warehouse, self._org_dataset(org_slug), org_slug, self._provider)
+            prices = self._defaults.with_overrides(overrides) if overrides else self._defaults
+            self._cache[org_slug] = prices
         return prices
-    warehouse = LocalWarehouse(ctx.warehouse_root)
-    overrides = []
-    for org in ctx.org_slugs:
-        overrides += org_overrides(warehouse, ctx.org_dataset(org), org, provider)
-    return prices.with_overrides(overrides) if overrides else prices

@@ -14,7 +14,7 @@ import requests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, NonNegativeInt, StrictBool
 
 from beam_pipelines.providers.http import ProviderClient, RetryPolicy
-from beam_pipelines.providers.openai import row_key
+from beam_pipelines.rows import row_key
 
 USAGE_PATH = "/v1/organizations/usage_report/messages"
 API_VERSION = "2023-06-01"

@@ -6,7 +6,6 @@ Unknown extra fields are tolerated (kept out of the row), missing required ones 
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Literal
@@ -15,6 +14,7 @@ import requests
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, StrictBool, StrictInt
 
 from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+from beam_pipelines.rows import row_key
 
 USAGE_PATH = "/organization/usage/completions"
 COUNT_FIELDS = (
@@ -70,13 +70,6 @@ class UsagePage(BaseModel):
 
 def unix(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
-
-
-def row_key(*parts: object) -> str:
-    """A deterministic key for a row's natural key, identical across re-runs."""
-    import hashlib
-
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]
 
 
 class OpenAIUsageClient(ProviderClient):

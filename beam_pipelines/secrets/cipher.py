@@ -1,9 +1,12 @@
 """The cipher interface and the serialisable spec that names one.
 
 Pipelines carry a :class:`CipherSpec` (a key file path or a KMS key *name*, never key material)
-into the job graph; workers open the cipher from it in ``setup``. Ciphertexts are bound to their
-org and provider through AES-GCM / KMS associated data, so a ciphertext copied to another org's
-row does not decrypt.
+into the job graph; workers open the cipher from it in ``setup``.
+
+Associated data: the local AES-GCM cipher binds each ciphertext to its org and provider, so a
+ciphertext copied to another org's row does not decrypt. Cloud KMS ciphertexts are written by the
+onboarding service, which encrypts without associated data; so KMS decryption uses none unless
+``KMS_CREDENTIAL_AAD=org_provider`` says that onboarding binds them the same way.
 """
 from __future__ import annotations
 
@@ -31,13 +34,20 @@ class CipherSpec:
     kind: str  # "local" | "kms"
     key_path: str = ""
     kms_key_name: str = ""
+    kms_aad: str = "none"  # none | org_provider
+
+    def aad(self, org_slug: str, provider: str) -> bytes:
+        """The associated data a credential of this org and provider is bound to."""
+        if self.kind == "kms" and self.kms_aad == "none":
+            return b""
+        return credential_aad(org_slug, provider)
 
     @classmethod
     def from_settings(cls, settings) -> CipherSpec:
         if settings.cipher == "kms":
             if not settings.kms_key_name:
                 raise ConfigError("KMS_KEY_NAME: required when CONVERGENCE_CIPHER=kms")
-            return cls(kind="kms", kms_key_name=settings.kms_key_name)
+            return cls(kind="kms", kms_key_name=settings.kms_key_name, kms_aad=settings.kms_credential_aad)
         return cls(kind="local", key_path=str(settings.local_key_path))
 
     def open(self) -> Cipher:

@@ -30,16 +30,11 @@ class KmsCipher:
         self._client = client
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> bytes:
-        response = self._client.encrypt(
-            request={
-                "name": self.key_name,
-                "plaintext": plaintext,
-                "plaintext_crc32c": _crc(plaintext),
-                "additional_authenticated_data": aad,
-                "additional_authenticated_data_crc32c": _crc(aad),
-            }
-        )
-        if not response.verified_plaintext_crc32c or not response.verified_additional_authenticated_data_crc32c:
+        request = {"name": self.key_name, "plaintext": plaintext, "plaintext_crc32c": _crc(plaintext)}
+        if aad:
+            request.update(additional_authenticated_data=aad, additional_authenticated_data_crc32c=_crc(aad))
+        response = self._client.encrypt(request=request)
+        if not response.verified_plaintext_crc32c or (aad and not response.verified_additional_authenticated_data_crc32c):
             raise CredentialError("KMS encrypt: request corrupted in transit (CRC32C not verified)")
         if _crc(response.ciphertext) != int(response.ciphertext_crc32c):
             raise CredentialError("KMS encrypt: response corrupted in transit (CRC32C mismatch)")
@@ -47,15 +42,10 @@ class KmsCipher:
 
     def decrypt(self, ciphertext: bytes, aad: bytes) -> bytes:
         try:
-            response = self._client.decrypt(
-                request={
-                    "name": self.key_name,
-                    "ciphertext": ciphertext,
-                    "ciphertext_crc32c": _crc(ciphertext),
-                    "additional_authenticated_data": aad,
-                    "additional_authenticated_data_crc32c": _crc(aad),
-                }
-            )
+            request = {"name": self.key_name, "ciphertext": ciphertext, "ciphertext_crc32c": _crc(ciphertext)}
+            if aad:
+                request.update(additional_authenticated_data=aad, additional_authenticated_data_crc32c=_crc(aad))
+            response = self._client.decrypt(request=request)
         except Exception as exc:  # google.api_core exceptions: report the class, not the payload
             raise CredentialError(f"KMS decrypt failed: {type(exc).__name__}") from None
         if _crc(response.plaintext) != int(response.plaintext_crc32c):

@@ -11,11 +11,15 @@ import os
 import google_crc32c
 
 from beam_pipelines.errors import ConvergenceError
+from beam_pipelines.secrets.redaction import remember
 
 
-def resolve_secret(name: str, environ: dict | None = None, client=None) -> str | None:
+def resolve_secret(name: str, environ: dict | None = None, client=None, resource: str | None = None) -> str | None:
+    """The secret's value: from Secret Manager (``resource``, or ``NAME_SECRET``), else ``NAME`` itself.
+
+    Every value returned is registered for redaction first."""
     environ = os.environ if environ is None else environ
-    resource = (environ.get(f"{name}_SECRET") or "").strip()
+    resource = (resource if resource is not None else environ.get(f"{name}_SECRET") or "").strip()
     if resource:
         if not resource.startswith("projects/") or "/secrets/" not in resource:
             raise ConvergenceError(f"{name}_SECRET must be projects/P/secrets/S[/versions/V]")
@@ -32,6 +36,8 @@ def resolve_secret(name: str, environ: dict | None = None, client=None) -> str |
         data = bytes(response.payload.data)
         if response.payload.data_crc32c and int(google_crc32c.value(data)) != int(response.payload.data_crc32c):
             raise ConvergenceError(f"{name}: Secret Manager payload corrupted (CRC32C mismatch)")
+        remember(data.decode())
         return data.decode()
     value = (environ.get(name) or "").strip()
+    remember(value)
     return value or None

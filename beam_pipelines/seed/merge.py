@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from beam_pipelines.config.schema import TableSchema
 from beam_pipelines.errors import ConfigError
-from beam_pipelines.providers.openai import row_key
+from beam_pipelines.rows import row_key
 from beam_pipelines.warehouse.arrow_schema import arrow_schema
 
 

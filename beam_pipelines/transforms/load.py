@@ -1,104 +1,96 @@
-"""``warehouse.load``: replace each (org dataset, table, day) partition with the run's rows.
+"""``warehouse.load``: stage each org's rows for a table, invisible until the run's commit.
 
-Batches are split by day and grouped on (org, run, day) so one writer sees the whole partition;
-every day of the run's range is included, even with no rows, so a re-run that finds less data
-still replaces (empties) the partition instead of leaving stale rows. Orgs that failed in an
-earlier step are skipped (a side input of failed run ids), so a failed org writes nothing.
+Batches are grouped per run (one org), cast to the table's schema (a row that does not fit fails
+the org, naming the column), and staged through the warehouse chosen for the job. Orgs that failed
+in an earlier step are skipped (a side input of failed run ids). Replacing the table's days happens
+later, in one commit per org after every step has reported (:mod:`beam_pipelines.transforms.runlog`),
+so a table of an org is never replaced while another step of the same org fails.
 """
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_pipelines.config.schema import load_schema
-from beam_pipelines.transforms.elements import OrgBatch, StagedRows, WorkItem
-from beam_pipelines.transforms.fetch import one_line_error
+from beam_pipelines.errors import WarehouseError, one_line_error
+from beam_pipelines.transforms.elements import EVENTS, StagedRows
 from beam_pipelines.transforms.step import StepTransform
-from beam_pipelines.warehouse.arrow_schema import arrow_schema, to_arrow
+from beam_pipelines.warehouse.arrow_schema import to_arrow
+from beam_pipelines.warehouse.base import TableSpec
+from beam_pipelines.warehouse.tables import table_spec
 
 
-def split_by_day(batch: OrgBatch, field: str):
-    """Keys are (org, run id, ISO day): strings, so the GroupByKey encodes them deterministically."""
-    rows = batch.rows
-    if isinstance(rows, StagedRows):
-        yield (batch.org_slug, batch.run_id, rows.day.isoformat()), rows
-        return
-    if isinstance(rows, pa.Table):
-        column = rows.column(field)
-        for day in pc.unique(column).to_pylist():
-            yield (batch.org_slug, batch.run_id, day.isoformat()), rows.filter(pc.equal(column, day))
-        return
-    for day, part in rows.groupby(field, sort=True):
-        yield (batch.org_slug, batch.run_id, day.isoformat()), part
+def arrow_parts(batches, spec: TableSpec):
+    """Each batch as an Arrow table of the table's schema, one at a time (staged parts stream from disk)."""
+    for batch in batches:
+        rows = batch.rows
+        if isinstance(rows, StagedRows):
+            rows = rows.read()
+        if isinstance(rows, pd.DataFrame) and rows.empty:
+            continue
+        yield to_arrow(rows, spec.schema, spec.table)
 
 
-def every_day(item: WorkItem):
-    for day in item.days():
-        yield (item.org_slug, item.run_id, day.isoformat()), None
+def scope_of(parts: list[pa.Table], spec: TableSpec) -> str | None:
+    if spec.scope_field is None:
+        return None
+    values = set()
+    for part in parts:
+        values.update(pc.unique(part.column(spec.scope_field)).to_pylist())
+    if len(values) != 1 or None in values:
+        raise WarehouseError(f"{spec.table}: a run's rows must share one {spec.scope_field}, got {sorted(map(str, values))}")
+    return values.pop()
 
 
-class _WritePartition(beam.DoFn):
-    def __init__(self, step: StepTransform, schema):
+class _Stage(beam.DoFn):
+    def __init__(self, step: StepTransform, spec: TableSpec):
         self._step = step
-        self._schema = schema
+        self._spec = spec
 
     def setup(self):
-        from beam_pipelines.warehouse.local import LocalWarehouse
-
-        self._warehouse = LocalWarehouse(self._step.ctx.warehouse_root)
+        self._warehouse = self._step.ctx.warehouse.open()
 
     def process(self, keyed, failed_runs):
-        (org_slug, run_id, iso_day), frames = keyed
-        day = date.fromisoformat(iso_day)
+        run_id, batches = keyed
         if run_id in set(failed_runs):
             return
+        batches = list(batches)
+        org_slug = batches[0].org_slug
         started = datetime.now(timezone.utc)
-        options = self._step.options
-        frames = [f for f in frames if f is not None]
+        dataset = self._step.ctx.org_dataset(org_slug)
         try:
-            if frames and all(isinstance(f, StagedRows) for f in frames):
-                written = self._warehouse.replace_partition_from(
-                    self._step.ctx.org_dataset(org_slug), options.table, options.partition_field, day,
-                    (to_arrow(f.read(), self._schema, options.table) for f in frames),
-                    arrow_schema(self._schema),
-                )
-                yield self._step.event(run_id, org_slug, rows=written, started_at=started, table=options.table)
-                return
-            if frames and all(isinstance(f, pa.Table) for f in frames):
-                table = to_arrow(pa.concat_tables(frames), self._schema, options.table)
+            scope = None
+            if self._spec.scope_field:
+                parts = list(arrow_parts(batches, self._spec))
+                scope = scope_of(parts, self._spec)
             else:
-                frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=self._schema.names)
-                table = to_arrow(frame, self._schema, options.table)
-            if options.cluster_by and table.num_rows:
-                table = table.sort_by([(c, "ascending") for c in options.cluster_by])
-            written = self._warehouse.replace_partition(
-                self._step.ctx.org_dataset(org_slug), options.table, options.partition_field, day, table
-            )
+                parts = arrow_parts(batches, self._spec)
+            staged = self._warehouse.stage(dataset, self._spec, run_id, parts, scope=scope)
         except Exception as exc:
-            yield self._step.event(run_id, org_slug, error=one_line_error(exc), started_at=started)
+            yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(run_id, org_slug, error=one_line_error(exc),
+                                                                    started_at=started, table=self._spec.table))
             return
-        yield self._step.event(run_id, org_slug, rows=written, started_at=started, table=options.table)
+        if staged is not None:
+            yield run_id, staged
+        rows = staged.rows if staged else 0
+        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(
+            run_id, org_slug, rows=rows, started_at=started, table=self._spec.table, staged={self._spec.table: rows},
+            days=[d.isoformat() for d in (staged.days if staged else ())]))
 
 
-class LoadPartitions(StepTransform):
+class StageTable(StepTransform):
     kind = "load"
 
     def expand(self, batches):
-        options = self.options
-        schema = load_schema(self.ctx.configs_dir / options.schema_file, options.schema_file)
-        keyed_rows = batches | "SplitByDay" >> beam.FlatMap(split_by_day, options.partition_field)
-        keyed_days = self.inputs["work_items"] | "EveryDay" >> beam.FlatMap(every_day)
-        events = (
-            (keyed_rows, keyed_days)
-            | "Partitions" >> beam.Flatten()
-            | "GroupPartition" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(
-                _WritePartition(self, schema), beam.pvalue.AsList(self.inputs["failed_runs"])
-            )
+        spec = table_spec(self.ctx.configs_dir, self.options)
+        staged = (
+            batches
+            | "ByRun" >> beam.Map(lambda b: (b.run_id, b))
+            | "GroupRun" >> beam.GroupByKey()
+            | "Stage" >> beam.ParDo(_Stage(self, spec), beam.pvalue.AsList(self.inputs["failed_runs"]))
+            .with_outputs(EVENTS, main="main")
         )
-        return {"events": events}
-
+        return {"events": staged[EVENTS], "staged": staged.main}

@@ -11,9 +11,10 @@ from datetime import datetime, timezone
 import apache_beam as beam
 import yaml
 
+from beam_pipelines.errors import one_line_error
 from beam_pipelines.notify.channels import ChannelNotConfigured, SmtpSettings, send_email, send_slack
 from beam_pipelines.notify.message import build_message, should_send
-from beam_pipelines.transforms.fetch import one_line_error, step_log_row
+from beam_pipelines.runs.records import step_log_row
 from beam_pipelines.transforms.step import StepTransform
 
 log = logging.getLogger(__name__)
@@ -36,25 +37,24 @@ class _Notify(beam.DoFn):
                                 self._channel.get("subject_prefix", "[Convergence]"))
         error = None
         try:
-            self._send(message, self._channel)
+            self._send(message, self._channel, self._step.ctx.notify)
         except ChannelNotConfigured as exc:
             log.warning("notification %s skipped: %s", self._step.step.step_id, exc)
             return
         except Exception as exc:
             error = one_line_error(exc)
             log.error("notification %s failed: %s", self._step.step.step_id, error)
-        for summary in summaries:
-            event = self._step.event(summary["run_id"], summary["org_slug"], error=error, started_at=started)
-            self._metastore.upsert_step_log(step_log_row(event))
+        self._metastore.upsert_step_logs([
+            step_log_row(self._step.event(s["run_id"], s["org_slug"], error=error, started_at=started)) for s in summaries])
         yield {"step_id": self._step.step.step_id, "sent": error is None, "error": error}
 
 
-def _send_email(message, channel):
-    send_email(message, channel.get("recipients") or [], SmtpSettings.from_env())
+def _send_email(message, channel, notify):
+    send_email(message, channel.get("recipients") or [], SmtpSettings.from_settings(notify))
 
 
-def _send_slack(message, channel):
-    send_slack(message)
+def _send_slack(message, channel, notify):
+    send_slack(message, notify.slack_webhook_secret)
 
 
 class _Notification(StepTransform):

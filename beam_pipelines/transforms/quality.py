@@ -1,8 +1,9 @@
 """``data_quality.validate``: check each org's rows against a suite before any load writes them.
 
-Rows are grouped per run (one org), the suite is evaluated, every result goes to
-``org_meta_dq_results``, and a failed *critical* expectation becomes the org's failure event, so
-the load steps (gated on failed runs) write nothing for it. Warnings are recorded and reported.
+Rows are grouped per run (one org), the suite is evaluated, and every result travels in the step's
+event to the run log, which writes them to ``org_meta_dq_results`` with the run. A failed
+*critical* expectation becomes the org's failure event, so the load steps (gated on failed runs)
+write nothing for it. Warnings are recorded and reported.
 """
 from __future__ import annotations
 
@@ -44,28 +45,20 @@ class _Validate(beam.DoFn):
         self._step = step
         self._suite = suite
 
-    def setup(self):
-        self._metastore = self._step.ctx.metastore.open()
-
     def process(self, keyed):
         (org_slug, run_id), batches = keyed
         started = datetime.now(timezone.utc)
         frames = _frames([b.rows for b in batches]) or [pd.DataFrame()]
         results = combine([evaluate(self._suite, frame) for frame in frames])
-        now = datetime.now(timezone.utc)
-        for index, result in enumerate(results):
-            self._metastore.upsert_dq_result({
-                "dq_result_id": f"{run_id}:{self._step.step.step_id}:{index:03d}", "pipeline_logging_id": run_id,
-                "org_slug": org_slug, "step_id": self._step.step.step_id, "table_name": self._step.options.table,
-                "suite_name": self._suite.name, "expectation_type": result.expectation.expectation_type,
-                "kwargs": result.expectation.kwargs, "success": result.success, "observed_value": result.observed,
-                "severity": result.expectation.severity, "created_at": now,
-            })
+        rows = [{"table_name": self._step.options.table, "suite_name": self._suite.name,
+                 "expectation_type": r.expectation.expectation_type, "kwargs": r.expectation.kwargs,
+                 "success": r.success, "observed_value": r.observed, "severity": r.expectation.severity}
+                for r in results]
         critical = [r for r in results if not r.success and r.expectation.severity == "critical"]
         warnings = [describe(r) for r in results if not r.success and r.expectation.severity == "warning"]
         error = f"data quality: {describe(critical[0])}" if critical else None
         yield self._step.event(run_id, org_slug, rows=sum(len(f) for f in frames), error=error, started_at=started,
-                               dq_warnings=warnings, dq_failed=len(critical))
+                               dq_warnings=warnings, dq_results=rows)
 
 
 class ValidateRows(StepTransform):

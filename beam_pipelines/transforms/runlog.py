@@ -1,99 +1,120 @@
-"""The last stage: fold every step's events into each org's run record and step logs.
+"""The last stage: commit each org's staged tables, then record its run, from what really happened.
 
-One group per run id (so per org). The org's run is FAILED if any step reported an error (the
-first error is recorded), else COMPLETED; ``rows_written`` counts rows loaded by load steps.
-Step log ids are ``{run_id}:{step_id}``, so a retried bundle rewrites rather than duplicates.
+One group per run id (so per org) holds its work item, every step's events and every table its
+load steps staged. If any step failed, the staged tables are discarded and nothing of the org is
+replaced. Otherwise the days the org's fresh rows cover are committed (all tables at once locally,
+one atomic MERGE per table on BigQuery); a day of the range for which the provider answered
+nothing keeps the rows it holds, with a data-quality warning, unless the load step allows empty
+replacement. Only then is the run closed, so COMPLETED always means committed.
+
+Metastore writes are batched per bundle (step logs, data-quality rows, then the runs), which keeps
+a fleet of a thousand orgs to a handful of statements.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.transforms.elements import StepEvent
-from beam_pipelines.transforms.fetch import step_log_row
+from beam_pipelines.errors import one_line_error
+from beam_pipelines.runs.records import CommitReport, fold_run
+from beam_pipelines.staging import remove_run
+from beam_pipelines.warehouse.base import CommitError
+from beam_pipelines.warehouse.tables import table_spec
 
-STEP_ORDER = {"extract": 0, "transform": 1, "load": 2}
-
-
-def fold_events(run_id: str, org_slug: str, events: list[StepEvent]) -> tuple[dict, list[dict], dict]:
-    """Pure: (run update fields, step log rows, summary extras) for one org's events."""
-    by_step: dict[str, list[StepEvent]] = {}
-    for event in events:
-        by_step.setdefault(event.step_id, []).append(event)
-    steps = []
-    for step_id, group in by_step.items():
-        errors = [e.error for e in group if e.failed]
-        starts = [e.started_at for e in group if e.started_at]
-        ends = [e.ended_at for e in group if e.ended_at]
-        merged = StepEvent(
-            run_id=run_id, org_slug=org_slug, step_id=step_id, ps_type=group[0].ps_type,
-            kind=group[0].kind, rows=sum(e.rows for e in group), error=errors[0] if errors else None,
-            started_at=min(starts) if starts else None, ended_at=max(ends) if ends else None,
-        )
-        steps.append(merged)
-    steps.sort(key=lambda e: (STEP_ORDER.get(e.kind, 9), e.started_at or datetime.min.replace(tzinfo=timezone.utc)))
-    failed = [s for s in steps if s.failed]
-    costs = [e.detail["cost_usd"] for e in events if e.detail.get("cost_usd") is not None]
-    summary = {
-        "cost_total_usd": sum(costs) if costs else None,
-        "unpriced_models": sorted({m for e in events for m in e.detail.get("unpriced_models", [])}),
-        "dq_warnings": [w for e in events for w in e.detail.get("dq_warnings", [])],
-    }
-    update = {
-        "status": "FAILED" if failed or not steps else "COMPLETED",
-        "rows_written": sum(s.rows for s in steps if s.kind == "load" and not s.failed),
-        "error_message": (f"{failed[0].step_id}: {failed[0].error}" if failed
-                          else (None if steps else "no step reported for this org")),
-    }
-    return update, [step_log_row(s) for s in steps], summary
+FLUSH_EVERY = 200
 
 
-class _RecordRun(beam.DoFn):
-    def __init__(self, metastore_spec, staging_root=None):
-        self._spec = metastore_spec
-        self._staging_root = staging_root
+class _RecordRuns(beam.DoFn):
+    def __init__(self, ctx, loads: list[tuple[str, object]]):
+        self._ctx = ctx
+        self._loads = loads  # (step_id, LoadOptions) of every load step
 
     def setup(self):
-        self._metastore = self._spec.open()
+        self._metastore = self._ctx.metastore.open()
+        self._warehouse = self._ctx.warehouse.open()
+        self._specs = {options.table: table_spec(self._ctx.configs_dir, options) for _, options in self._loads}
+
+    def start_bundle(self):
+        self._runs, self._steps, self._dq = [], [], []
 
     def process(self, keyed):
         run_id, grouped = keyed
-        items, events = list(grouped["items"]), list(grouped["events"])
+        items, events, staged = list(grouped["items"]), list(grouped["events"]), list(grouped["staged"])
         org_slug = items[0].org_slug if items else events[0].org_slug
-        update, steps, extras = fold_events(run_id, org_slug, events)
-        for row in steps:
-            self._metastore.upsert_step_log(row)
-        run = self._metastore.get_run(run_id) or {}
-        ended = datetime.now(timezone.utc)
-        started = run.get("started_at")
-        if started:
-            update["duration_ms"] = int((ended - datetime.fromisoformat(started)).total_seconds() * 1000)
-        self._metastore.update_run(run_id, ended_at=ended, **update)
-        if self._staging_root is not None:  # staged rows are loaded (or abandoned) by now
-            from beam_pipelines.transforms.gcp import remove_staging
-
-            remove_staging(FileSystems.join(str(self._staging_root), run_id))
+        report = self._commit(items[0] if items else None, org_slug, events, staged)
+        remove_run(self._ctx.staging_root, run_id)  # staged billing parts: loaded or abandoned by now
+        update, steps, dq, extras = fold_run(run_id, org_slug, events, report)
+        update["duration_ms"] = int((update["ended_at"] - self._ctx.loaded_at).total_seconds() * 1000)
+        self._runs.append({"pipeline_logging_id": run_id, **update})
+        self._steps += steps
+        self._dq += dq
+        if len(self._runs) >= FLUSH_EVERY:
+            self._flush()
         yield {"run_id": run_id, "org_slug": org_slug, "status": update["status"],
                "rows_written": update["rows_written"], "error_message": update["error_message"],
                "start_date": str(items[0].start_date) if items else None,
                "end_date": str(items[0].end_date) if items else None, **extras}
 
+    def finish_bundle(self):
+        self._flush()
+
+    def _flush(self):
+        self._metastore.upsert_step_logs(self._steps)
+        self._metastore.upsert_dq_results(self._dq)
+        self._metastore.close_runs(self._runs)
+        self._runs, self._steps, self._dq = [], [], []
+
+    def _commit(self, item, org_slug: str, events, staged) -> CommitReport:
+        dataset = self._ctx.org_dataset(org_slug)
+        report = CommitReport()
+        if any(e.failed for e in events) or item is None:
+            report.not_committed = sorted(self._warehouse.discard(dataset, item.run_id if item else events[0].run_id))
+            return report
+        try:
+            report.kept = self._kept_days(dataset, item, staged)
+            committed = self._warehouse.commit(staged)
+            report.committed = {s.table: list(s.days) for s in staged if s.table in committed}
+        except CommitError as exc:
+            report.error = str(exc)
+            report.committed = {s.table: list(s.days) for s in staged if s.table in exc.committed}
+            report.not_committed = [s.table for s in staged if s.table not in exc.committed]
+            self._warehouse.discard(dataset, item.run_id)
+        except Exception as exc:  # reading today's days failed: nothing was replaced
+            report.error = one_line_error(exc)
+            report.not_committed = [s.table for s in staged]
+            self._warehouse.discard(dataset, item.run_id)
+        return report
+
+    def _kept_days(self, dataset: str, item, staged) -> list[dict]:
+        """Days of the range the fresh answer left empty but the table holds: they are kept, and said so."""
+        fresh = {s.table: set(s.days) for s in staged}
+        kept = []
+        for step_id, options in self._loads:
+            spec = self._specs[options.table]
+            if options.replace_empty_days or spec.partition_field is None or spec.scope_field:
+                continue
+            empty = [d for d in item.days() if d not in fresh.get(options.table, set())]
+            if not empty:
+                continue
+            stats = self._warehouse.day_stats(dataset, spec, empty, options.total_column)
+            for day in empty:
+                held = stats.get(day)
+                if held and held.rows:
+                    kept.append({"step_id": step_id, "table": options.table, "day": day, "rows": held.rows,
+                                 "cost_usd": held.total})
+        return kept
+
 
 class RecordRunLog(beam.PTransform):
-    def __init__(self, metastore_spec, work_items, events, staging_root=None):
+    def __init__(self, ctx, loads, work_items, events, staged):
         super().__init__()
-        self._spec = metastore_spec
-        self._staging_root = staging_root
-        self._work_items = work_items
-        self._events = events
+        self._ctx, self._loads = ctx, loads
+        self._work_items, self._events, self._staged = work_items, events, staged
 
     def expand(self, pbegin):
-        items = self._work_items | "KeyItems" >> beam.Map(lambda w: (w.run_id, w))
-        events = self._events | "KeyEvents" >> beam.Map(lambda e: (e.run_id, e))
         return (
-            {"items": items, "events": events}
+            {"items": self._work_items | "KeyItems" >> beam.Map(lambda w: (w.run_id, w)),
+             "events": self._events | "KeyEvents" >> beam.Map(lambda e: (e.run_id, e)),
+             "staged": self._staged}
             | "ByRun" >> beam.CoGroupByKey()
-            | "Record" >> beam.ParDo(_RecordRun(self._spec, self._staging_root))
+            | "CommitAndRecord" >> beam.ParDo(_RecordRuns(self._ctx, self._loads))
         )

@@ -1,64 +1,82 @@
-"""``<provider>.seed_csv`` and ``openai.subscriptions``: the org's seed tables and monthly seat costs."""
+"""``<provider>.seed_csv`` and ``openai.subscriptions``: the org's seed tables and monthly seat costs.
+
+Both read the org's own tables through the job's warehouse (local or BigQuery alike). The seed step
+stages every table it rebuilds, and the run's commit replaces them together, so an org never has a
+new price list beside an old plan list. Like every first step, each asks first whether the org may
+run.
+"""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import apache_beam as beam
 
-from beam_pipelines.config.schema import load_schema
+from beam_pipelines.errors import one_line_error
+from beam_pipelines.runs.admission import admit
 from beam_pipelines.seed.merge import merge_seed, monthly_subscription_rows, read_seed_csv
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StepEvent, WorkItem
-from beam_pipelines.transforms.fetch import one_line_error
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, WorkItem
 from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.warehouse.arrow_schema import to_arrow
+from beam_pipelines.warehouse.tables import seed_spec
+
+STAGED = "staged"
 
 
-class _WarehouseDoFn(beam.DoFn):
-    """Reads and writes the org's unpartitioned tables in the local warehouse."""
+class _OrgTablesDoFn(beam.DoFn):
+    """Opens the metastore (admission) and the warehouse (the org's tables)."""
 
     def __init__(self, step: StepTransform):
         self._step = step
 
     def setup(self):
-        from beam_pipelines.warehouse.local import LocalWarehouse
+        self._metastore = self._step.ctx.metastore.open()
+        self._warehouse = self._step.ctx.warehouse.open()
 
-        self._warehouse = LocalWarehouse(self._step.ctx.warehouse_root)
+    def admit(self, item: WorkItem) -> None:
+        provider = self._step.ctx.pipeline.config.provider
+        admit(self._metastore, item.org_slug, self._step.ctx.integration(provider), datetime.now(timezone.utc).date())
 
 
-class _SeedOrg(_WarehouseDoFn):
+class _SeedOrg(_OrgTablesDoFn):
     def process(self, item: WorkItem):
         started = datetime.now(timezone.utc)
         dataset = self._step.ctx.org_dataset(item.org_slug)
-        written, error = 0, None
+        staged, error = [], None
         try:
-            staged = []
-            for table in self._step.options.tables:  # build every table first: all or nothing
-                schema = load_schema(self._step.ctx.configs_dir / table.schema_file, table.schema_file)
+            self.admit(item)
+            for table in self._step.options.tables:  # every table staged first: they are committed together
+                spec = seed_spec(self._step.ctx.configs_dir, table)
+                schema = spec.schema
                 defaults = read_seed_csv(self._step.ctx.configs_dir / table.csv, table.csv, schema, self._step.ctx.loaded_at)
                 existing = self._warehouse.read_table(dataset, table.table)
                 merged = merge_seed(defaults, None if existing is None else existing.to_pandas(), list(table.key))
-                staged.append((table.table, to_arrow(merged[schema.names], schema, table.table)))
-            for name, rows in staged:
-                written += self._warehouse.write_table(dataset, name, rows)
+                result = self._warehouse.stage(dataset, spec, item.run_id, [to_arrow(merged[schema.names], schema, table.table)])
+                if result is not None:
+                    staged.append(result)
         except Exception as exc:
             error = one_line_error(exc)
-        yield beam.pvalue.TaggedOutput(EVENTS, StepEvent(
-            item.run_id, item.org_slug, self._step.step.step_id, self._step.step.ps_type, "load", written, error,
-            started, datetime.now(timezone.utc)))
+            self._warehouse.discard(dataset, item.run_id)
+            staged = []
+        for result in staged:
+            yield beam.pvalue.TaggedOutput(STAGED, (item.run_id, result))
+        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(
+            item.run_id, item.org_slug, rows=sum(s.rows for s in staged), error=error, started_at=started,
+            staged={s.table: s.rows for s in staged}))
 
 
 class SeedCsv(StepTransform):
     kind = "extract"
 
     def expand(self, work_items):
-        outputs = work_items | "Seed" >> beam.ParDo(_SeedOrg(self)).with_outputs(EVENTS, main="main")
-        return {"main": outputs.main, "events": outputs[EVENTS]}
+        outputs = work_items | "Seed" >> beam.ParDo(_SeedOrg(self)).with_outputs(EVENTS, STAGED, main="main")
+        return {"main": outputs.main, "events": outputs[EVENTS], "staged": outputs[STAGED]}
 
 
-class _Subscriptions(_WarehouseDoFn):
+class _Subscriptions(_OrgTablesDoFn):
     def process(self, item: WorkItem):
         started = datetime.now(timezone.utc)
         try:
+            self.admit(item)
             table = self._warehouse.read_table(self._step.ctx.org_dataset(item.org_slug), self._step.options.source_table)
             if table is None:
                 raise LookupError(f"{self._step.options.source_table} is empty: run the seed pipeline first")
@@ -70,9 +88,9 @@ class _Subscriptions(_WarehouseDoFn):
             return
         if len(rows):
             yield OrgBatch(item.org_slug, item.run_id, rows)
-        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(item.run_id, item.org_slug, rows=len(rows),
-                                                                started_at=started,
-                                                                cost_usd=float(rows["prorated_cost_usd"].sum()) if len(rows) else 0.0))
+        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(
+            item.run_id, item.org_slug, rows=len(rows), started_at=started,
+            cost_usd=float(rows["prorated_cost_usd"].sum()) if len(rows) else 0.0))
 
 
 class ExtractSubscriptions(StepTransform):
@@ -81,4 +99,3 @@ class ExtractSubscriptions(StepTransform):
     def expand(self, work_items):
         outputs = work_items | "Prorate" >> beam.ParDo(_Subscriptions(self)).with_outputs(EVENTS, main="main")
         return {"main": outputs.main, "events": outputs[EVENTS]}
-

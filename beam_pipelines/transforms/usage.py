@@ -11,10 +11,13 @@ from datetime import datetime, timezone
 import apache_beam as beam
 import pandas as pd
 
-from beam_pipelines.pricing.overrides import price_list_for_run
+from beam_pipelines.errors import one_line_error
+from beam_pipelines.pricing.overrides import OrgPriceLists
+from beam_pipelines.pricing.price_list import load_price_list
 from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+from beam_pipelines.secrets.credentials import Credential
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, WorkItem
-from beam_pipelines.transforms.fetch import FetchOrgs, one_line_error
+from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.transforms.step import StepTransform
 
 
@@ -33,8 +36,8 @@ class PagedUsageFetcher:
     def pages(self, client, item: WorkItem) -> Iterator:
         raise NotImplementedError
 
-    def fetch(self, item: WorkItem, secret: str, metadata: dict) -> list[pd.DataFrame]:
-        client = self.client_cls(secret, self.base_url, RetryPolicy.from_options(self.options))
+    def fetch(self, item: WorkItem, credential: Credential) -> list[pd.DataFrame]:
+        client = self.client_cls(credential.secret, self.base_url, RetryPolicy.from_options(self.options))
         rows_fn = type(self).rows_fn
         try:
             return [pd.DataFrame.from_records(rows_fn(page, item.org_slug, item.run_id, self.loaded_at))
@@ -51,20 +54,27 @@ class ExtractUsage(StepTransform):
         fetcher = self.fetcher_cls(self.ctx.provider_base_urls[self.fetcher_cls.provider], self.options,
                                    self.ctx.loaded_at)
         outputs = work_items | "DecryptAndFetch" >> beam.ParDo(
-            FetchOrgs(fetcher, self.step.step_id, self.step.ps_type, self.ctx.metastore,
-                      self.ctx.cipher, self.options.max_concurrency)
+            FetchOrgs(fetcher, self.step.step_id, self.step.ps_type, self.ctx, self.options.max_concurrency)
         ).with_outputs(EVENTS, main="main")
         return {"main": outputs.main, "events": outputs[EVENTS]}
 
 
 class _PriceBatches(beam.DoFn):
-    def __init__(self, step: StepTransform, price_fn):
+    def __init__(self, step: StepTransform, price_fn, provider: str):
         self._step = step
         self._price_fn = price_fn
+        self._provider = provider
 
-    def process(self, batch: OrgBatch, prices):
+    def setup(self):
+        self._warehouse = self._step.ctx.warehouse.open()
+        self._lists = None
+
+    def process(self, batch: OrgBatch, defaults):
         started = datetime.now(timezone.utc)
+        if self._lists is None:
+            self._lists = OrgPriceLists(defaults, self._provider, self._warehouse, self._step.ctx.org_dataset)
         try:
+            prices = self._lists.for_org(batch.org_slug)
             cost = self._price_fn(batch.rows, prices, self._step.ctx.loaded_at)
         except Exception as exc:
             yield beam.pvalue.TaggedOutput(
@@ -81,7 +91,7 @@ class _PriceBatches(beam.DoFn):
 
 
 class PriceTokenUsage(StepTransform):
-    """Price batches with the price list as a side input (default list + the orgs' overrides)."""
+    """Price batches with the default price list as a side input, plus each org's own overrides."""
 
     kind = "transform"
     provider = ""
@@ -89,12 +99,10 @@ class PriceTokenUsage(StepTransform):
     price_fn: Callable
 
     def expand(self, batches):
-        prices = price_list_for_run(
-            self.ctx.configs_dir / self.options.pricing_file, self.options.pricing_file,
-            self.provider, self.ctx, self.batch_tiers,
-        )
+        prices = load_price_list(self.ctx.configs_dir / self.options.pricing_file, self.options.pricing_file,
+                                 self.batch_tiers)
         price_side = batches.pipeline | "PriceList" >> beam.Create([prices])
         outputs = batches | "Price" >> beam.ParDo(
-            _PriceBatches(self, type(self).price_fn), beam.pvalue.AsSingleton(price_side)
+            _PriceBatches(self, type(self).price_fn, self.provider), beam.pvalue.AsSingleton(price_side)
         ).with_outputs(EVENTS, main="main")
         return {"main": outputs.main, "events": outputs[EVENTS]}

@@ -1,119 +1,357 @@
-"""The local warehouse: Parquet partitions queried through DuckDB with BigQuery-style names.
+"""The local warehouse: Parquet files under a commit manifest, queried through DuckDB with BigQuery names.
 
-Layout: ``warehouse/{dataset}/{table}/{partition_field}={YYYY-MM-DD}/data.parquet``. A partition
-is replaced atomically (write a temp file in the same folder, fsync, ``os.replace``), so a
-re-run never duplicates rows and a crash never leaves half a partition. An empty partition is
-removed. ``query`` exposes every table as ``{dataset}.{table}`` exactly as in BigQuery.
+Layout under the warehouse root::
+
+    {dataset}/_manifest.json                     what readers see: every table's partition files
+    {dataset}/{table}/{key}/part-{uuid}.parquet  committed files (key: usage_date=2026-11-01,
+                                                 or x_Provider=openai/x_ChargeDate=2026-11-01)
+    {dataset}/_staging/{run_id}/{table}/...      staged by a run, invisible until its commit
+
+A commit moves a run's staged files into place and then swaps the manifest (write a temp file,
+fsync, ``os.replace``) under the dataset's lock, so every table of an org changes at once: a reader
+sees the previous manifest or the next one, never half a run. Files no longer named by the manifest
+are deleted after the swap; files left by a writer that died before its swap (never named by any
+manifest) are deleted by the next commit of that table. A dataset written before manifests existed
+(``{table}/{field}=DAY/data.parquet``) is read as it is and adopted by its first commit.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import os
 import re
+import shutil
 import tempfile
+import uuid
+from collections.abc import Iterable
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_pipelines.errors import WarehouseError
+from beam_pipelines.warehouse.base import CommitError, DayStats, Staged, TableSpec, Warehouse
 
 NAME = re.compile(r"^[a-z0-9_]+$")
-DATA_FILE = "data.parquet"
+MANIFEST = "_manifest.json"
+STAGING = "_staging"
+LEGACY_FILE = "data.parquet"
+FORMAT = 1
 
 
-class LocalWarehouse:
+def _key(spec: TableSpec, day: date | None, scope: str | None) -> str:
+    if spec.partition_field is None:
+        return ""
+    key = f"{spec.partition_field}={day.isoformat()}"
+    return f"{spec.scope_field}={scope}/{key}" if spec.scope_field else key
+
+
+def _key_day(key: str) -> date | None:
+    if not key:
+        return None
+    return date.fromisoformat(key.rsplit("=", 1)[1])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalWarehouse(Warehouse):
+    kind = "local"
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def _table_dir(self, dataset: str, table: str) -> Path:
-        for name in (dataset, table):
-            if not NAME.match(name):
+    # names and locks ----------------------------------------------------------------------------
+    def _dataset_dir(self, dataset: str, table: str | None = None) -> Path:
+        for name in (dataset, table) if table is not None else (dataset,):
+            if not NAME.match(name or ""):
                 raise WarehouseError(f"invalid dataset/table name {name!r}")
-        return self.root / dataset / table
+        return self.root / dataset
 
-    def partition_path(self, dataset: str, table: str, field: str, day: date) -> Path:
-        return self._table_dir(dataset, table) / f"{field}={day.isoformat()}" / DATA_FILE
+    @contextlib.contextmanager
+    def _locked(self, dataset: str):
+        folder = self._dataset_dir(dataset)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / ".lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield folder
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
-    def replace_partition(self, dataset: str, table: str, field: str, day: date, rows: pa.Table) -> int:
-        """Make the partition hold exactly ``rows``; returns the row count written."""
-        return self.replace_partition_from(dataset, table, field, day, [rows], rows.schema)
+    # the manifest -------------------------------------------------------------------------------
+    def _manifest(self, dataset: str) -> dict:
+        folder = self._dataset_dir(dataset)
+        path = folder / MANIFEST
+        if path.exists():
+            try:
+                manifest = json.loads(path.read_text())
+            except ValueError as exc:
+                raise WarehouseError(f"{path}: corrupt manifest: {exc}") from None
+            if manifest.get("format") != FORMAT:
+                raise WarehouseError(f"{path}: unknown manifest format {manifest.get('format')!r}")
+            return manifest
+        return {"format": FORMAT, "version": 0, "tables": self._legacy_tables(folder)}
 
-    def replace_partition_from(self, dataset: str, table: str, field: str, day: date, parts, schema: pa.Schema) -> int:
-        """Like :meth:`replace_partition`, streaming ``parts`` (Arrow tables) one at a time."""
-        return _atomic_write(self.partition_path(dataset, table, field, day), parts, schema)
+    @staticmethod
+    def _legacy_tables(folder: Path) -> dict:
+        tables = {}
+        if not folder.is_dir():
+            return tables
+        for table_dir in sorted(p for p in folder.iterdir() if p.is_dir() and NAME.match(p.name)):
+            partitions, field = {}, None
+            for path in sorted(table_dir.glob(f"*/{LEGACY_FILE}")):
+                field = path.parent.name.split("=", 1)[0]
+                partitions[path.parent.name] = [str(path.relative_to(folder))]
+            if (table_dir / LEGACY_FILE).exists():
+                partitions[""] = [str((table_dir / LEGACY_FILE).relative_to(folder))]
+            if partitions:
+                tables[table_dir.name] = {"partition_field": field, "scope_field": None, "partitions": partitions}
+        return tables
 
-    def write_table(self, dataset: str, table: str, rows: pa.Table) -> int:
-        """Replace a whole unpartitioned table (e.g. a per-org price list)."""
-        return _atomic_write(self._table_dir(dataset, table) / DATA_FILE, [rows], rows.schema)
+    def _write_manifest(self, folder: Path, manifest: dict) -> None:
+        manifest["version"] = manifest.get("version", 0) + 1
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-manifest-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(manifest, fh, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, folder / MANIFEST)
+            _fsync_dir(folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
+    def _files(self, dataset: str, table: str, manifest: dict | None = None) -> dict[str, list[Path]]:
+        folder = self._dataset_dir(dataset, table)
+        entry = (manifest or self._manifest(dataset))["tables"].get(table) or {}
+        return {key: [folder / f for f in files] for key, files in entry.get("partitions", {}).items()}
+
+    # writes -------------------------------------------------------------------------------------
+    def ensure_table(self, dataset: str, spec: TableSpec) -> None:
+        self._dataset_dir(dataset, spec.table).mkdir(parents=True, exist_ok=True)
+
+    def stage(self, dataset, spec, run_id, parts: Iterable[pa.Table], scope=None) -> Staged | None:
+        folder = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
+        writers: dict[str, pq.ParquetWriter] = {}
+        rows = 0
+        try:
+            for part in parts:
+                if not part.num_rows:
+                    continue
+                for key, piece in self._split(spec, part, scope):
+                    writer = writers.get(key)
+                    if writer is None:
+                        target = folder / key if key else folder
+                        target.mkdir(parents=True, exist_ok=True)
+                        writer = writers[key] = pq.ParquetWriter(target / f"part-{uuid.uuid4().hex}.parquet",
+                                                                 piece.schema, compression="zstd")
+                    writer.write_table(piece)
+                    rows += piece.num_rows
+        except BaseException:
+            for writer in writers.values():
+                with contextlib.suppress(Exception):
+                    writer.close()
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        for writer in writers.values():
+            writer.close()
+        if not rows:
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        days = tuple(sorted(d for d in (_key_day(k) for k in writers) if d is not None))
+        return Staged(dataset, spec.table, run_id, days, rows, scope, str(folder), spec)
+
+    @staticmethod
+    def _split(spec: TableSpec, part: pa.Table, scope: str | None):
+        if spec.partition_field is None:
+            yield "", part
+            return
+        column = part.column(spec.partition_field)
+        for day in pc.unique(column).to_pylist():
+            if day is None:
+                raise WarehouseError(f"{spec.table}: rows without {spec.partition_field}")
+            piece = part.filter(pc.equal(column, day))
+            if spec.cluster_by:
+                piece = piece.sort_by([(c, "ascending") for c in spec.cluster_by])
+            yield _key(spec, day, scope), piece
+
+    def commit(self, staged: list[Staged]) -> list[str]:
+        if not staged:
+            return []
+        datasets = {s.dataset for s in staged}
+        if len(datasets) != 1:
+            raise WarehouseError(f"one commit covers one dataset, got {sorted(datasets)}")
+        dataset = datasets.pop()
+        tables = [s.table for s in staged]
+        with self._locked(dataset) as folder:
+            try:
+                manifest = self._manifest(dataset)
+                replaced: list[Path] = []
+                for item in staged:
+                    replaced += self._adopt(folder, manifest, item, item.spec)
+                self._write_manifest(folder, manifest)
+            except Exception as exc:
+                raise CommitError(f"commit of {', '.join(tables)} failed: {exc}", [], tables) from exc
+            for path in replaced:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            for item in staged:
+                self._collect_garbage(folder, manifest, item.table)
+                shutil.rmtree(item.location, ignore_errors=True)
+            self._remove_empty_staging(folder, staged[0].run_id)
+        return tables
+
+    def _adopt(self, folder: Path, manifest: dict, item: Staged, spec: TableSpec) -> list[Path]:
+        """Move a staged table's files into place and point the (in-memory) manifest at them."""
+        entry = manifest["tables"].setdefault(item.table, {"partition_field": spec.partition_field,
+                                                           "scope_field": spec.scope_field, "partitions": {}})
+        entry["partition_field"], entry["scope_field"] = spec.partition_field, spec.scope_field
+        staging = Path(item.location)
+        replaced = []
+        staged_keys = {}
+        for path in sorted(staging.rglob("*.parquet")):
+            key = str(path.parent.relative_to(staging)) if path.parent != staging else ""
+            staged_keys.setdefault(key, []).append(path)
+        if spec.partition_field is None:
+            stale_keys = list(entry["partitions"])
+        else:
+            stale_keys = [k for k in staged_keys if k in entry["partitions"]]
+        for key in stale_keys:
+            replaced += [folder / f for f in entry["partitions"].pop(key)]
+        for key, paths in staged_keys.items():
+            target = folder / item.table / key if key else folder / item.table
+            target.mkdir(parents=True, exist_ok=True)
+            moved = []
+            for path in paths:
+                os.replace(path, target / path.name)
+                moved.append(str((target / path.name).relative_to(folder)))
+            entry["partitions"][key] = moved
+        return replaced
+
+    def _collect_garbage(self, folder: Path, manifest: dict, table: str) -> None:
+        """Files of the table that no manifest names: a writer died between moving them and its swap."""
+        named = {folder / f for files in manifest["tables"].get(table, {}).get("partitions", {}).values() for f in files}
+        for path in (folder / table).rglob("*.parquet"):
+            if path not in named:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        for tmp in folder.glob(".tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+    @staticmethod
+    def _remove_empty_staging(folder: Path, run_id: str) -> None:
+        run_dir = folder / STAGING / run_id
+        if run_dir.is_dir() and not any(run_dir.rglob("*.parquet")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+    def discard(self, dataset: str, run_id: str) -> list[str]:
+        tables = self.pending(dataset, run_id)
+        shutil.rmtree(self._dataset_dir(dataset) / STAGING / run_id, ignore_errors=True)
+        return tables
+
+    def pending(self, dataset: str, run_id: str) -> list[str]:
+        run_dir = self._dataset_dir(dataset) / STAGING / run_id
+        if not run_dir.is_dir():
+            return []
+        return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
+
+    def replace_table(self, dataset: str, spec: TableSpec, rows: pa.Table) -> int:
+        if spec.partition_field is not None:
+            raise WarehouseError(f"{spec.table}: replace_table is for unpartitioned tables")
+        run_id = f"replace-{uuid.uuid4().hex}"
+        staged = self.stage(dataset, spec, run_id, [rows])
+        if staged is None:  # an empty table: drop every file
+            with self._locked(dataset) as folder:
+                manifest = self._manifest(dataset)
+                entry = manifest["tables"].pop(spec.table, None)
+                self._write_manifest(folder, manifest)
+                for files in (entry or {}).get("partitions", {}).values():
+                    for f in files:
+                        with contextlib.suppress(FileNotFoundError):
+                            (folder / f).unlink()
+            return 0
+        self.commit([staged])
+        return staged.rows
+
+    # reads --------------------------------------------------------------------------------------
     def tables(self) -> list[tuple[str, str]]:
         found = []
         if not self.root.is_dir():
             return found
-        for dataset in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            for table in sorted(p for p in dataset.iterdir() if p.is_dir()):
-                if NAME.match(dataset.name) and NAME.match(table.name) and self._files(table):
-                    found.append((dataset.name, table.name))
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name)):
+            for table, entry in sorted(self._manifest(folder.name)["tables"].items()):
+                if any(entry.get("partitions", {}).values()):
+                    found.append((folder.name, table))
         return found
 
-    @staticmethod
-    def _files(table_dir: Path) -> list[Path]:
-        return sorted(table_dir.glob(f"*/{DATA_FILE}")) + sorted(table_dir.glob(DATA_FILE))
-
     def read_table(self, dataset: str, table: str) -> pa.Table | None:
-        files = self._files(self._table_dir(dataset, table))
+        files = [f for paths in self._files(dataset, table).values() for f in paths]
         if not files:
             return None
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
 
+    def _read_keys(self, dataset: str, spec: TableSpec, keys: list[str], columns: list[str]) -> dict[str, pa.Table]:
+        files = self._files(dataset, spec.table)
+        return {key: pa.concat_tables([pq.read_table(f, columns=columns) for f in files[key]])
+                for key in keys if files.get(key)}
+
+    def day_stats(self, dataset, spec, days, total_column, scope=None) -> dict[date, DayStats]:
+        keys = {_key(spec, day, scope): day for day in days}
+        columns = [spec.partition_field] + ([total_column] if total_column else [])
+        stats = {}
+        for key, table in self._read_keys(dataset, spec, list(keys), columns).items():
+            total = None
+            if total_column:
+                value = pc.sum(table.column(total_column)).as_py()
+                total = value if value is None or isinstance(value, Decimal) else Decimal(str(value))
+            stats[keys[key]] = DayStats(table.num_rows, total)
+        return stats
+
+    def days_written_by(self, dataset, spec, run_id, start, end) -> list[date]:
+        days = set()
+        for key, paths in self._files(dataset, spec.table).items():
+            day = _key_day(key)
+            if day is None or not start <= day <= end:
+                continue
+            for path in paths:
+                run_ids = pq.read_table(path, columns=["run_id"]).column("run_id")
+                if pc.any(pc.equal(run_ids, run_id)).as_py():
+                    days.add(day)
+        return sorted(days)
+
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with one view per table, named ``{dataset}.{table}``."""
         conn = duckdb.connect(":memory:")
+        conn.execute("SET TimeZone = 'UTC'")
         for dataset, table in self.tables():
-            files = [str(f) for f in self._files(self.root / dataset / table)]
+            files = [str(f) for paths in self._files(dataset, table).values() for f in paths]
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{dataset}"')
             listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            conn.execute(
-                f'CREATE VIEW "{dataset}"."{table}" AS SELECT * FROM read_parquet([{listing}],'
-                " union_by_name = true, hive_partitioning = false)"
-            )
+            conn.execute(f'CREATE VIEW "{dataset}"."{table}" AS SELECT * FROM read_parquet([{listing}],'
+                         " union_by_name = true, hive_partitioning = false)")
         return conn
 
-    def query(self, sql: str) -> tuple[list[str], list[tuple]]:
+    def query(self, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
         conn = self.connect()
         try:
-            cursor = conn.execute(sql)
+            cursor = conn.execute(sql, params or {})
             columns = [d[0] for d in cursor.description or []]
             return columns, cursor.fetchall()
         except duckdb.Error as exc:
             raise WarehouseError(f"query failed: {str(exc).splitlines()[0]}") from None
         finally:
             conn.close()
-
-
-def _atomic_write(path: Path, parts, schema: pa.Schema) -> int:
-    """Write ``parts`` to a temp file beside ``path``, fsync, then rename over it; no rows removes it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    written = 0
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for part in parts:
-                writer.write_table(part)
-                written += part.num_rows
-        if written == 0:
-            os.unlink(tmp)
-            if path.exists():
-                path.unlink()
-            return 0
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return written
