@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint validate simulate serve templates template-image template-build template-run clean
+.PHONY: install emulator-install demo demo-bigquery emulator test bench lint validate simulate serve templates template-image template-build template-run clean
 
 install: $(STAMP)
 
@@ -16,10 +16,30 @@ $(STAMP): setup.py
 	$(BIN)/pip install --quiet --progress-bar on -e '.[test]'
 	@touch $(STAMP)
 
+# The BigQuery emulator (PyPI bqemulator) lives in its own virtualenv: its DuckDB pin conflicts with ours.
+EMU_VENV  := .venv-bqemulator
+EMU_STAMP := $(EMU_VENV)/.installed
+EMU_REQS  := beam_pipelines/testing/emulators/bqemulator-requirements.txt
+
+$(EMU_STAMP): $(EMU_REQS)
+	@test -x $(EMU_VENV)/bin/python || $(PYTHON) -m venv $(EMU_VENV)
+	@echo "Installing the BigQuery emulator into $(EMU_VENV)..."
+	$(EMU_VENV)/bin/pip install --quiet --upgrade pip
+	$(EMU_VENV)/bin/pip install --quiet -r $(EMU_REQS)
+	@touch $(EMU_STAMP)
+
+emulator-install: $(EMU_STAMP)
+
 demo: install
 	$(BIN)/convergence demo
 
-test: install
+demo-bigquery: install $(EMU_STAMP)
+	$(BIN)/convergence demo --bigquery
+
+emulator: install $(EMU_STAMP)
+	$(BIN)/convergence emulator bigquery --port 9050
+
+test: install $(EMU_STAMP)
 	$(BIN)/python -m pytest
 
 BENCH_STAMP := $(VENV)/.installed-bench

@@ -91,3 +91,11 @@ def bq_settings(home, simulator, bq_env, monkeypatch):
 
     provision_metadata(settings)
     return settings
+
+
+@pytest.fixture
+def simulator_env(simulator, monkeypatch):
+    """The simulator's URLs in the environment, for tests that load settings themselves."""
+    monkeypatch.setenv("OPENAI_BASE_URL", simulator.openai_base_url)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", simulator.anthropic_base_url)
+    return simulator

@@ -19,6 +19,7 @@ class RecordingBackend:
     """Stands in for a launch target where a test is about the API, not about running jobs."""
 
     name = "recording"
+    owner_id = "launcher:test"
 
     def __init__(self):
         self.launched = []
@@ -29,6 +30,14 @@ class RecordingBackend:
 
     def stop(self):
         pass
+
+    def lease_until(self, now=None):
+        from beam_pipelines.metastore.base import lease_until
+
+        return lease_until(now)
+
+    def reconcile(self):
+        return []
 
     def launch(self, spec):
         with self.lock:
@@ -54,8 +63,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(app):
-    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False)
+def running_server(app, **options):
+    config = uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, access_log=False, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -89,3 +89,40 @@ def test_future_and_reversed_dates_are_refused(cli):
                "--end-date", "2026-03-01", check=1)
     assert proc.stderr.strip() == "error: end date 2026-03-01 is before start date 2026-03-05"
     assert "does not exist" in cli("run", "openai/cost/usage_cost", "--org", "ghost", check=1).stderr
+
+
+def test_a_provider_echoing_the_key_never_puts_it_anywhere(cli, home, simulator, past_days):
+    """A 429 body that repeats the admin key (whole and masked): 0 files, 0 lines of output hold any of it."""
+    canary = "sk-admin-CANARY-echo-7f3e9a2b4c6d8e0f"
+    cli("dev", "seed-org", "acme", "--openai-admin-key", canary, check=0)
+    simulator.faults.add(canary, ["429-echo-key"] * 3)
+    proc = cli("-v", "run", "openai/cost/usage_cost", "--org", "acme", "--start-date", str(past_days[0]),
+               "--end-date", str(past_days[0]), check=0)
+    shown = cli("runs", "--format", "json", check=0).stdout
+    masked = f"{canary[:8]}****{canary[-4:]}"
+    for text in (proc.stdout, proc.stderr, shown):
+        assert canary not in text and masked not in text and canary[-4:] + ")" not in text
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if canary.encode() in p.read_bytes() or masked.encode() in p.read_bytes()]
+    log = (home / "logs" / "convergence.log").read_text()
+    assert "retrying /organization/usage/completions" in log and "[REDACTED]" in log
+    assert "[REDACTED]" in proc.stderr, "-v shows the retries, redacted"
+
+
+def test_state_under_the_home_is_private(cli, home, past_days):
+    cli("dev", "seed-org", "acme", check=0)
+    cli("run", "openai/cost/usage_cost", "--org", "acme", "--start-date", str(past_days[0]), "--end-date",
+        str(past_days[0]), check=0)
+    paths = list(home.rglob("*"))
+    assert any(p.suffix == ".parquet" for p in paths) and any(p.name == "convergence.log" for p in paths)
+    loose = [(str(p.relative_to(home)), oct(p.stat().st_mode & 0o777)) for p in paths
+             if p.stat().st_mode & 0o777 not in ((0o700,) if p.is_dir() else (0o600,))]
+    assert loose == [], "files 0600, folders 0700"
+
+
+def test_validate_accepts_configs_before_or_after_the_command(cli, configs_copy):
+    (configs_copy / "openai/cost/usage_cost.yml").write_text("name: [broken")
+    for args in (("--configs", str(configs_copy), "validate"), ("validate", "--configs", str(configs_copy))):
+        proc = cli(*args, check=1)
+        assert "openai/cost/usage_cost.yml: line 1: invalid YAML" in proc.stderr
+    assert "ok  system configs" in cli("validate", check=0).stdout

@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from beam_pipelines.config.loader import discover_pipelines, load_pipeline
-from beam_pipelines.config.loader import resolve_pipeline_ref
+from beam_pipelines.config.loader import discover_pipelines, load_pipeline, resolve_pipeline_ref
 from beam_pipelines.config.schema import load_schema
 from beam_pipelines.errors import ConfigError, NotFoundError
 from beam_pipelines.registry import REGISTRY

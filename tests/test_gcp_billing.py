@@ -15,17 +15,22 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from beam_pipelines.config.step_options import GcpBillingOptions
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.errors import ConvergenceError, ProviderError
+from beam_pipelines.gcp.config import load_bq_etl_config
+from beam_pipelines.gcp.credentials import google_credentials
 from beam_pipelines.gcp.flatten import Flattener
 from beam_pipelines.gcp.generator import generate_export
 from beam_pipelines.gcp.sources import BigQueryExportSource
 from beam_pipelines.pipeline.run import RunRequest, run_pipeline
+from beam_pipelines.secrets.credentials import Credential
 from beam_pipelines.transforms.elements import WorkItem
 from beam_pipelines.transforms.gcp import GcpBillingFetcher
 from beam_pipelines.warehouse.local import LocalWarehouse
+from tests.conftest import CONFIGS
 from tests.http_fakes import JsonHandler, serve
 
 DAY = date(2026, 3, 2)
 NOW = datetime(2026, 3, 10, tzinfo=timezone.utc)
+ETL = load_bq_etl_config(CONFIGS / "gcp/bq_etl/config.yml", "gcp/bq_etl/config.yml")
 
 
 def test_net_cost_per_day_equals_cost_plus_credits_from_the_export():
@@ -168,9 +173,10 @@ def test_bigquery_path_query_parameters_credentials_and_paging(fake_google):
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     info = {"type": "service_account", "project_id": "cust-proj", "private_key_id": "k1", "private_key": pem.decode(),
             "client_email": "reader@cust-proj.iam.gserviceaccount.com", "token_uri": f"{fake_google}/token"}
-    fetcher = GcpBillingFetcher(GcpBillingOptions(page_rows=3000), NOW, api_endpoint=fake_google)
-    tables = list(fetcher.batches(WorkItem("acme", "run-1", DAY, DAY), json.dumps(info),
-                                  {"billing_export_table": "cust-proj.billing.gcp_billing_export_v1_01A2B3_C4D5E6"}))
+    fetcher = GcpBillingFetcher(GcpBillingOptions(page_rows=3000), ETL, NOW, "unused", api_endpoint=fake_google)
+    credential = Credential("SERVICE_ACCOUNT_JSON", json.dumps(info),
+                            {"billing_export_table": "cust-proj.billing.gcp_billing_export_v1_01A2B3_C4D5E6"})
+    tables = list(fetcher.batches(WorkItem("acme", "run-1", DAY, DAY), credential))
     assert [t.num_rows for t in tables] == [3, 2], "one batch per result page"
     flat = pa.concat_tables(tables)
     assert flat.column("net_cost").to_pylist() == [1.0, 1.5, 3.0, 3.5, 5.0]
@@ -195,4 +201,115 @@ def test_bigquery_path_query_parameters_credentials_and_paging(fake_google):
 def test_export_table_id_is_validated_not_interpolated():
     for bad in ("proj.ds.other_table", "proj.ds.gcp_billing_export_v1_X`; DROP TABLE t; --", "a.b", ""):
         with pytest.raises(ConvergenceError, match="expected project.dataset.gcp_billing_export_v1_XXXX"):
-            BigQueryExportSource(bad, {})
+            BigQueryExportSource(bad, None, "p")
+
+
+def test_a_usd_conversion_rate_of_zero_or_null_fails_the_org(settings, tmp_path):
+    for org, rate in (("zero", 0.0), ("null", None)):
+        export = generate_export(org, DAY, 1, 50)
+        index = export.schema.get_field_index("currency_conversion_rate")
+        path = tmp_path / f"{org}.parquet"
+        pq.write_table(export.set_column(index, "currency_conversion_rate", pa.array([rate] * 50, pa.float64())), path)
+        seed_org(settings, org, gcp_billing_export=str(path))
+    result = _run(settings, ["zero", "null"], DAY, DAY)
+    for run in result.runs:
+        assert run["status"] == "FAILED"
+        assert run["error_message"].startswith("validate_billing: data quality: expect_column_values_to_")
+        assert "currency_conversion_rate" in run["error_message"] or "cost_usd" in run["error_message"]
+        assert LocalWarehouse(settings.warehouse_dir).read_table(f"{run['org_slug']}_dev", "gcp_billing_daily_raw") is None
+
+
+def test_worker_identity_reads_the_customers_export_on_bigquery(settings, bq_env, monkeypatch):
+    """No key: the worker's own identity reads a real export table (on the emulator) the customer shared."""
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    client = bigquery.Client(project="cust-proj", credentials=AnonymousCredentials())
+    client.create_dataset("cust-proj.billing", exists_ok=True)
+    export = generate_export("acme", DAY, 2, 40)
+    table = bigquery.Table("cust-proj.billing.gcp_billing_export_v1_01A2B3_C4D5E6", schema=_bq_fields(export.schema))
+    table.time_partitioning = bigquery.TimePartitioning(type_="DAY")  # ingestion time, as Google's export
+    client.create_table(table, exists_ok=True)
+    import io
+
+    buffer = io.BytesIO()
+    pq.write_table(export, buffer)
+    buffer.seek(0)
+    client.load_table_from_file(buffer, table.reference, job_config=bigquery.LoadJobConfig(
+        source_format="PARQUET", write_disposition="WRITE_TRUNCATE", schema=table.schema)).result()
+    asked = []
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (asked.append(scopes) or AnonymousCredentials(),
+                                                                       "our-project"))
+    seed_org(settings, "acme", gcp_billing_export="cust-proj.billing.gcp_billing_export_v1_01A2B3_C4D5E6",
+             gcp_worker_identity=True)
+    result = _run(settings, ["acme"], DAY, DAY)
+    assert result.runs[0]["status"] == "COMPLETED", result.runs[0]["error_message"]
+    expected = export.filter(pc.equal(pc.cast(export.column("usage_start_time"), pa.date32()), DAY))
+    got = _rows_for(LocalWarehouse(settings.warehouse_dir), "acme", DAY)
+    assert len(got) == expected.num_rows
+    assert sum(r[1] for r in got) == pytest.approx(pc.sum(expected.column("cost")).as_py())
+    assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
+
+
+def _bq_fields(schema: pa.Schema) -> list:
+    """The export's BigQuery schema, as Google declares it, from the generator's Arrow schema."""
+    from google.cloud import bigquery
+
+    def field(f: pa.Field):
+        kind, mode = f.type, "NULLABLE"
+        if pa.types.is_list(kind):
+            kind, mode = kind.value_type, "REPEATED"
+        if pa.types.is_struct(kind):
+            return bigquery.SchemaField(f.name, "RECORD", mode, fields=[field(c) for c in kind])
+        name = ("TIMESTAMP" if pa.types.is_timestamp(kind) else "FLOAT" if pa.types.is_floating(kind)
+                else "INTEGER" if pa.types.is_integer(kind) else "STRING")
+        return bigquery.SchemaField(f.name, name, mode)
+
+    return [field(f) for f in schema]
+
+
+class FakeIamCredentials(JsonHandler):
+    """The IAM Credentials API's generateAccessToken, checking the request as Google documents it."""
+
+    calls: list = []
+
+    def do_POST(self):
+        body = self.read_json()
+        FakeIamCredentials.calls.append((self.path, self.headers.get("Authorization"), body))
+        expected_keys = {"scope", "lifetime"} | ({"delegates"} if "delegates" in body else set())
+        if set(body) != expected_keys or not body["lifetime"].endswith("s"):
+            return self.send_json({"error": {"code": 400, "message": "bad request"}}, 400)
+        return self.send_json({"accessToken": "impersonated-token", "expireTime": "2099-01-01T00:00:00Z"})
+
+
+def test_impersonation_mints_tokens_of_the_customers_account(monkeypatch):
+    import google.auth
+    import google.oauth2.credentials
+
+    source = google.oauth2.credentials.Credentials(token="worker-token")
+    monkeypatch.setattr(google.auth, "default", lambda scopes=None: (source, "our-project"))
+    target = "billing-reader@cust-proj.iam.gserviceaccount.com"
+    credential = Credential("WORKER_IDENTITY", None, {"impersonate_service_account": target,
+                                                      "billing_export_table": "cust-proj.b.gcp_billing_export_v1_X"})
+    FakeIamCredentials.calls = []
+    with serve(FakeIamCredentials) as url:
+        creds, project = google_credentials(credential, iam_endpoint=f"{url}/v1/projects/-/serviceAccounts/{target}"
+                                                                     ":generateAccessToken")
+        import google.auth.transport.requests
+
+        creds.refresh(google.auth.transport.requests.Request())
+    assert creds.token == "impersonated-token" and project == "our-project"
+    [(path, authorization, body)] = FakeIamCredentials.calls
+    assert path == f"/v1/projects/-/serviceAccounts/{target}:generateAccessToken"
+    assert authorization == "Bearer worker-token"
+    assert body["scope"] == ["https://www.googleapis.com/auth/bigquery.readonly"] and body["lifetime"] == "3600s"
+
+
+def test_a_service_account_key_is_required_to_be_one():
+    from beam_pipelines.errors import CredentialError
+
+    with pytest.raises(CredentialError, match="not a service-account JSON key"):
+        google_credentials(Credential("SERVICE_ACCOUNT_JSON", "sk-not-json", {}))
+    with pytest.raises(CredentialError, match="cannot read a billing export"):
+        google_credentials(Credential("API_KEY", "x", {}))

@@ -22,8 +22,23 @@ RUN = "/api/v1/pipelines/run/{org}/openai/cost/usage_cost"
 YESTERDAY = (date.today() - timedelta(days=1)).isoformat()
 
 
+@pytest.fixture(params=["sqlite", "bigquery"])
+def twin(request):
+    """The embedded metastore, and the BigQuery one on the emulator: launcher checks hold on both."""
+    return request.getfixturevalue("settings" if request.param == "sqlite" else "bq_settings")
+
+
 @pytest.fixture
 def orgs(settings):
+    return _seed_orgs(settings)
+
+
+@pytest.fixture
+def twin_orgs(twin):
+    return _seed_orgs(twin)
+
+
+def _seed_orgs(settings):
     keys = {org: seed_org(settings, org)["api_key"] for org in ("acme", "globex")}
     keys["suspended"] = seed_org(settings, "suspended", subscription="SUSPENDED")["api_key"]
     keys["cancelled"] = seed_org(settings, "cancelled", subscription="CANCELLED")["api_key"]
@@ -42,8 +57,17 @@ def client(orgs):
 
 
 def post(client, org, key, body=None, path=RUN, headers=None):
-    headers = {**(headers or {}), **({} if key is None else {"X-API-Key": key})}
+    headers = {**({} if body is None else {"Content-Type": "application/json"}), **(headers or {}),
+               **({} if key is None else {"X-API-Key": key})}
     return client.post(path.format(org=org), headers=headers, content=b"" if body is None else json.dumps(body))
+
+
+@pytest.fixture
+def twin_client(twin_orgs):
+    app, backend = make_app()
+    with TestClient(app) as c:
+        c.backend = backend
+        yield c
 
 
 def test_health_needs_no_auth_and_says_nothing_else(client):
@@ -52,17 +76,22 @@ def test_health_needs_no_auth_and_says_nothing_else(client):
     assert response.headers["x-request-id"]
 
 
-def test_accepted_run_is_recorded_and_launched(client, orgs):
+def test_accepted_run_is_recorded_and_launched(twin_client, twin_orgs):
+    client, orgs = twin_client, twin_orgs
     response = post(client, "acme", orgs["acme"], {"date": YESTERDAY})
     assert response.status_code == 202, response.text
     body = response.json()
-    assert body["status"] == "QUEUED" and body["job_id"] == "rec-1" and body["pipeline_id"] == "openai/cost/usage_cost"
+    assert body["status"] == "QUEUED" and body["job_id"] == "rec-1"
+    assert (body["pipeline_id"], body["config_path"]) == ("acme-openai-usage-cost", "openai/cost/usage_cost")
     [spec] = client.backend.launched
     assert spec.runs == (("acme", body["pipeline_logging_id"]),) and spec.start_date.isoformat() == YESTERDAY
     run = client.get(f"/api/v1/pipelines/runs/{body['pipeline_logging_id']}", headers={"X-API-Key": orgs["acme"]}).json()
     assert run["status"] == "QUEUED" and run["job_id"] == "rec-1" and run["trigger_type"] == "api" and run["steps"] == []
     short = post(client, "trial", orgs["trial"], path="/api/v1/pipelines/run/{org}/anthropic/usage_cost")
-    assert short.status_code == 202 and short.json()["pipeline_id"] == "anthropic/cost/usage_cost"
+    assert short.status_code == 202 and short.json()["config_path"] == "anthropic/cost/usage_cost"
+    for org, status in (("suspended", "SUSPENDED"), ("expired", "TRIAL_EXPIRED")):
+        response = post(client, org, orgs[org])
+        assert response.status_code == 403 and response.json()["subscription_status"] == status
 
 
 def test_401_for_missing_unknown_and_rotated_keys_without_hints(client, orgs, settings):
@@ -113,13 +142,40 @@ def test_422_for_bad_dates_and_unexpected_fields(client, orgs, body, message):
     response = post(client, "acme", orgs["acme"], body)
     assert response.status_code == 422 and message in response.json()["message"]
     assert post(client, "acme", orgs["acme"]).status_code == 202
-    bad_json = client.post(RUN.format(org="acme"), headers={"X-API-Key": orgs["acme"]}, content=b"{nope")
+    bad_json = client.post(RUN.format(org="acme"), headers={"X-API-Key": orgs["acme"], "Content-Type": "application/json"},
+                           content=b"{nope")
     assert bad_json.status_code == 422
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"date": "0001-01-01"}, "before 2020-01-01"),
+    ({"start_date": "2019-12-31", "end_date": "2020-01-02"}, "before 2020-01-01"),
+    ({"date": f"{YESTERDAY}T00:00:00"}, "date: not a YYYY-MM-DD date"),
+    ({"date": YESTERDAY.replace("-", "")}, "date: not a YYYY-MM-DD date"),
+    ({"date": 20260301}, "date: not a YYYY-MM-DD date"),
+])
+def test_days_are_real_days_after_2020(client, orgs, body, message):
+    response = post(client, "acme", orgs["acme"], body)
+    assert response.status_code == 422 and message in response.json()["message"], response.text
+    assert client.backend.launched == []
+
+
+def test_odd_bodies_are_4xx_with_a_request_id(client, orgs):
+    deep = b"[" * 5000 + b"]" * 5000
+    nested = client.post(RUN.format(org="acme"), content=b'{"date": ' + deep + b"}",
+                         headers={"X-API-Key": orgs["acme"], "Content-Type": "application/json"})
+    assert nested.status_code == 422 and nested.json()["request_id"]
+    form = client.post(RUN.format(org="acme"), content=b"date=2026-03-01",
+                       headers={"X-API-Key": orgs["acme"], "Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415 and form.json()["request_id"]
+    assert client.post(RUN.format(org="acme"), content=json.dumps({"date": YESTERDAY}),
+                       headers={"X-API-Key": orgs["acme"], "Content-Type": "application/json; charset=utf-8"}).status_code == 202
+    assert client.post(RUN.format(org="acme"), content=b"", headers={"X-API-Key": orgs["acme"]}).status_code in (202, 409)
 
 
 def test_409_without_an_active_credential(client, orgs, settings):
     conn = sqlite3.connect(settings.metastore_path)
-    conn.execute("UPDATE org_integration_credentials SET is_active = 0 WHERE org_slug = 'acme' AND provider = 'openai'")
+    conn.execute("UPDATE org_integration_credentials SET is_active = 0 WHERE org_slug = 'acme' AND provider = 'OPENAI'")
     conn.commit()
     response = post(client, "acme", orgs["acme"])
     assert response.status_code == 409 and response.json()["error"] == "no_credential"
@@ -133,7 +189,8 @@ def test_409_duplicate_names_the_existing_run(client, orgs):
     assert post(client, "acme", orgs["acme"], {"date": other_day}).status_code == 202
 
 
-def test_429_when_the_daily_quota_is_used(client, orgs):
+def test_429_when_the_daily_quota_is_used(twin_client, twin_orgs):
+    client, orgs = twin_client, twin_orgs
     assert post(client, "quota", orgs["quota"], {"date": YESTERDAY}).status_code == 202
     response = post(client, "quota", orgs["quota"], {"date": (date.today() - timedelta(days=3)).isoformat()})
     assert response.status_code == 429 and 0 < int(response.headers["Retry-After"]) <= 86401
@@ -177,8 +234,31 @@ def test_rate_limits_per_key(orgs):
 def test_rate_limits_per_ip(orgs):
     app, _ = make_app(rate_limit_per_ip="4/minute")
     with TestClient(app) as c:
-        codes = [c.get("/api/v1/pipelines/runs", headers={"X-API-Key": f"cvg_flood{i}"}).status_code for i in range(6)]
-        assert codes == [401, 401, 401, 401, 429, 429]
+        codes = [c.get("/api/v1/pipelines/runs", headers={"X-API-Key": orgs["acme"]}).status_code for i in range(6)]
+        assert codes == [200, 200, 200, 200, 429, 429]
+
+
+def test_failed_authentications_are_limited_per_ip_whatever_the_key(orgs):
+    app, _ = make_app(auth_failures_per_ip="5/minute")
+    with TestClient(app) as c:
+        codes = [c.get("/api/v1/pipelines/runs", headers={"X-API-Key": f"cvg_guess{i}"}).status_code for i in range(8)]
+        assert codes == [401] * 5 + [429] * 3
+        blocked = c.get("/api/v1/pipelines/runs", headers={"X-API-Key": orgs["acme"]})
+        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0, "even a good key waits"
+
+
+def test_forwarded_headers_cannot_rotate_the_client_address(orgs):
+    """On a real uvicorn with the launcher's options: a spoofed X-Forwarded-For is not the client."""
+    from launcher.server import uvicorn_options
+    from tests.launcher_support import launcher_settings
+
+    app, _ = make_app(rate_limit_per_ip="10/minute", rate_limit_per_key="1000/minute",
+                      auth_failures_per_ip="1000/minute")
+    with running_server(app, **uvicorn_options(launcher_settings())) as url:
+        codes = [requests.get(url + "/api/v1/pipelines/runs", timeout=10,
+                              headers={"X-API-Key": orgs["acme"], "X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                 for i in range(30)]
+    assert codes.count(200) == 10 and codes[10:] == [429] * 20
 
 
 def test_cors_from_settings(orgs):
@@ -192,7 +272,8 @@ def test_cors_from_settings(orgs):
         assert "access-control-allow-origin" not in other.headers
 
 
-def test_fifty_identical_concurrent_requests_launch_exactly_one_run(orgs):
+def test_fifty_identical_concurrent_requests_launch_exactly_one_run(twin_orgs):
+    orgs = twin_orgs
     app, backend = make_app()
     with running_server(app) as url:
         def fire(_):
@@ -208,7 +289,8 @@ def test_fifty_identical_concurrent_requests_launch_exactly_one_run(orgs):
     assert len(backend.launched) == 1
 
 
-def test_scheduler_needs_root_key_or_oidc_and_launches_each_pipeline_once(client, orgs):
+def test_scheduler_needs_root_key_or_oidc_and_launches_each_pipeline_once(twin_client, twin_orgs):
+    client = twin_client
     trigger = "/api/v1/scheduler/trigger"
     assert client.post(trigger).status_code == 401
     assert client.post(trigger, headers={"X-CA-Root-Key": "r" * 39}).status_code == 401
@@ -226,13 +308,15 @@ def test_scheduler_needs_root_key_or_oidc_and_launches_each_pipeline_once(client
 
 def test_production_start_up_refuses_unsafe_settings(home, monkeypatch):
     monkeypatch.setenv("ENVIRONMENT", "production")
-    monkeypatch.setenv("CA_ROOT_KEY", "short")
+    monkeypatch.setenv("CA_ROOT_API_KEY", "short")
     settings = LauncherSettings.from_env(load_settings())
     with pytest.raises(ConfigError) as exc:
         settings.check()
     lines = str(exc.value).splitlines()[1:]
     assert [line.split(":")[0].strip("- ").strip() for line in lines] == [
-        "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "LAUNCHER_BACKEND"]
+        "CA_ROOT_API_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "CONVERGENCE_SINK",
+        "LAUNCHER_BACKEND", "GCP_PROJECT_ID", "GCP_REGION", "DATAFLOW_TEMPLATES_PATH", "DATAFLOW_SERVICE_ACCOUNT",
+        "DATAFLOW_TEMP_LOCATION", "DATAFLOW_SDK_CONTAINER_IMAGE", "SCHEDULER_SERVICE_ACCOUNT and SCHEDULER_AUDIENCE"]
 
 
 def test_the_launcher_never_imports_apache_beam():

@@ -21,6 +21,8 @@ from google.auth.credentials import AnonymousCredentials
 
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.metastore import MetastoreSpec
+from beam_pipelines.metastore.base import new_run
+from beam_pipelines.pipeline import template
 from beam_pipelines.warehouse.local import LocalWarehouse
 from launcher.auth import google_oidc_verifier
 from launcher.backends import LaunchSpec
@@ -80,16 +82,22 @@ def test_killed_job_ends_failed_with_the_signal(settings, simulator):
     assert run["error_message"] == f"job {accepted['job_id']} was killed by signal SIGKILL"
 
 
-def test_queued_beyond_the_pool_and_restart_fails_open_runs(settings):
+def test_a_restart_closes_runs_of_dead_owners_only(settings):
     store = MetastoreSpec.from_settings(settings).open()
     seed_org(settings, "acme")
-    store.create_run({"pipeline_logging_id": "left-running", "org_slug": "acme", "pipeline_id": "openai/cost/usage_cost",
-                      "status": "RUNNING", "trigger_type": "api", "start_date": DAY, "end_date": DAY})
+    day = date.fromisoformat(DAY)
+    store.create_runs([
+        new_run("dead-owner", "acme", "openai/cost/usage_cost", day, day, "RUNNING", "api", "local", "launcher:old",
+                lease=datetime.now(timezone.utc) - timedelta(seconds=1)),
+        new_run("live-cli-job", "acme", "openai/cost/usage_cost", day - timedelta(days=1), day - timedelta(days=1),
+                "RUNNING", "cli", "FnApiRunner", "cli:elsewhere")])
     backend = LocalBackend(launcher_settings(local_max_jobs=1))
     backend.start()
     try:
-        assert store.get_run("left-running")["status"] == "FAILED"
-        assert store.get_run("left-running")["error_message"] == "launcher restarted before the job finished"
+        dead = store.get_run("dead-owner")
+        assert dead["status"] == "FAILED"
+        assert dead["error_message"].startswith("owner launcher:old gone since ") and "nothing replaced" in dead["error_message"]
+        assert store.get_run("live-cli-job")["status"] == "RUNNING", "a run whose owner is alive is never failed"
     finally:
         backend.stop()
 
@@ -102,7 +110,9 @@ def test_production_serve_refuses_with_one_line_per_problem(home):
     lines = proc.stderr.strip().splitlines()
     assert lines[0] == "error: launcher refuses to start:"
     assert {line.split(":")[0].strip(" -") for line in lines[1:]} == {
-        "CA_ROOT_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "LAUNCHER_BACKEND"}
+        "CA_ROOT_API_KEY", "KMS_KEY_NAME", "CORS_ORIGINS", "CONVERGENCE_METASTORE", "CONVERGENCE_SINK", "LAUNCHER_BACKEND",
+        "GCP_PROJECT_ID", "GCP_REGION", "DATAFLOW_TEMPLATES_PATH", "DATAFLOW_SERVICE_ACCOUNT", "DATAFLOW_TEMP_LOCATION",
+        "DATAFLOW_SDK_CONTAINER_IMAGE", "SCHEDULER_SERVICE_ACCOUNT and SCHEDULER_AUDIENCE"}
 
 
 class FakeDataflow(JsonHandler):
@@ -134,15 +144,20 @@ def test_dataflow_launch_request_field_by_field(home, fake_dataflow, monkeypatch
     from google.cloud import dataflow_v1beta3 as df
 
     monkeypatch.setenv("GCP_PROJECT_ID", "proj")
+    monkeypatch.setenv("KMS_KEY_NAME", "projects/proj/locations/eu/keyRings/r/cryptoKeys/k")
+    monkeypatch.setenv("SMTP_HOST", "smtp.example.test")
+    monkeypatch.setenv("SMTP_PASSWORD_SECRET", "projects/proj/secrets/smtp-password")
+    monkeypatch.setenv("SMTP_PASSWORD", "never-sent")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL_SECRET", "projects/proj/secrets/slack-webhook")
     options = {"api_endpoint": fake_dataflow}
     templates = df.FlexTemplatesServiceClient(transport="rest", credentials=AnonymousCredentials(), client_options=options)
     jobs = df.JobsV1Beta3Client(transport="rest", credentials=AnonymousCredentials(), client_options=options)
     settings = launcher_settings(backend="dataflow", gcp_region="europe-west1", templates_path="gs://bkt/templates/",
                                  dataflow_service_account="df@proj.iam.gserviceaccount.com",
-                                 dataflow_temp_location="gs://bkt/tmp")
-    settings = type(settings)(**{**settings.__dict__, "core": type(settings.core)(**{**settings.core.__dict__, "gcp_project": "proj"})})
+                                 dataflow_temp_location="gs://bkt/tmp", dataflow_max_workers=7,
+                                 dataflow_sdk_image="europe-west1-docker.pkg.dev/proj/convergence/pipelines:abc123")
     store = MetastoreSpec.from_settings(settings.core).open()
-    backend = DataflowBackend(settings, templates_client=templates, jobs_client=jobs, metastore=store, poll_seconds=3600)
+    backend = DataflowBackend(settings, templates_client=templates, jobs_client=jobs, metastore=store)
     backend.start()
     spec = LaunchSpec("openai/cost/usage_cost", (("acme", "a1b2c3d4e5"), ("globex", "f6e5d4c3b2")),
                       date(2026, 3, 1), date(2026, 3, 2), "scheduler")
@@ -151,31 +166,58 @@ def test_dataflow_launch_request_field_by_field(home, fake_dataflow, monkeypatch
     assert path == "/v1b3/projects/proj/locations/europe-west1/flexTemplates:launch"
     launch = body["launchParameter"]
     assert launch["containerSpecGcsPath"] == "gs://bkt/templates/openai_cost_usage_cost.json"
-    assert launch["parameters"] == {"org_slugs": "acme,globex", "run_ids": "a1b2c3d4e5,f6e5d4c3b2",
-                                    "start_date": "2026-03-01", "end_date": "2026-03-02", "environment": "development"}
+    assert launch["parameters"] == {
+        "pipeline": "openai/cost/usage_cost", "org_slugs": "acme,globex", "run_ids": "a1b2c3d4e5,f6e5d4c3b2",
+        "start_date": "2026-03-01", "end_date": "2026-03-02", "environment": "development", "bigquery_location": "US",
+        "kms_key_name": "projects/proj/locations/eu/keyRings/r/cryptoKeys/k", "kms_credential_aad": "none",
+        "smtp_host": "smtp.example.test", "smtp_port": "587", "smtp_password_secret": "projects/proj/secrets/smtp-password",
+        "notify_email_from": "convergence@localhost", "slack_webhook_secret": "projects/proj/secrets/slack-webhook"}
+    assert set(launch["parameters"]) <= {p.name for p in template.PARAMETERS}, "only declared template parameters"
     assert launch["jobName"].startswith("openai-cost-usage-cost-") and launch["jobName"].endswith("-a1b2c3d4")
     assert len(launch["jobName"]) <= 63
-    assert launch["environment"]["serviceAccountEmail"] == "df@proj.iam.gserviceaccount.com"
-    assert launch["environment"]["tempLocation"] == "gs://bkt/tmp"
-    assert launch["environment"]["additionalUserLabels"]["trigger"] == "scheduler"
-    assert "sk-" not in json.dumps(body)
-    assert backend.status("2026-11-26_01_02_03-123456789") == "RUNNING"
+    environment = launch["environment"]
+    assert environment["serviceAccountEmail"] == "df@proj.iam.gserviceaccount.com"
+    assert environment["tempLocation"] == "gs://bkt/tmp" and environment["stagingLocation"] == "gs://bkt/tmp/staging"
+    assert environment["sdkContainerImage"] == "europe-west1-docker.pkg.dev/proj/convergence/pipelines:abc123"
+    assert environment["maxWorkers"] == 7
+    labels = environment["additionalUserLabels"]
+    assert labels["trigger"] == "scheduler" and labels["org_count"] == "2" and len(labels["org_set"]) == 16
+    assert all(len(v) <= 63 and v == v.lower() for v in labels.values())
+    assert "never-sent" not in json.dumps(body) and "sk-" not in json.dumps(body)
+    assert backend.state("2026-11-26_01_02_03-123456789") == "JOB_STATE_RUNNING"
     assert FakeDataflow.requests[1][0] == "/v1b3/projects/proj/locations/europe-west1/jobs/2026-11-26_01_02_03-123456789"
 
-    # a job that dies before its run-log stage: the launcher closes its runs with the job's fate
+
+@pytest.mark.parametrize("state, closed", [
+    ("JOB_STATE_STOPPED", False), ("JOB_STATE_PENDING", False), ("JOB_STATE_QUEUED", False), ("JOB_STATE_UNKNOWN", False),
+    ("JOB_STATE_RUNNING", False), ("JOB_STATE_CANCELLING", False), ("JOB_STATE_RESOURCE_CLEANING_UP", False),
+    ("JOB_STATE_DONE", True), ("JOB_STATE_FAILED", True), ("JOB_STATE_CANCELLED", True), ("JOB_STATE_DRAINED", True),
+    ("JOB_STATE_UPDATED", True)])
+def test_reconcile_follows_dataflows_job_states(home, fake_dataflow, monkeypatch, state, closed):
+    from google.cloud import dataflow_v1beta3 as df
+
+    assert state in df.JobState.__members__  # a state Dataflow's own enum defines
+    monkeypatch.setenv("GCP_PROJECT_ID", "proj")
+    options = {"api_endpoint": fake_dataflow}
+    jobs = df.JobsV1Beta3Client(transport="rest", credentials=AnonymousCredentials(), client_options=options)
+    settings = launcher_settings(backend="dataflow", gcp_region="europe-west1")
+    store = MetastoreSpec.from_settings(settings.core).open()
+    backend = DataflowBackend(settings, templates_client=object(), jobs_client=jobs, metastore=store)
     seed_org(settings.core, "acme")
-    for run_id, job in (("a1b2c3d4e5", "job-dead"), ("f6e5d4c3b2", "job-alive")):
-        store.create_run({"pipeline_logging_id": run_id, "org_slug": "acme", "pipeline_id": "openai/cost/usage_cost",
-                          "status": "RUNNING", "trigger_type": "api", "start_date": "2026-03-01", "end_date": "2026-03-01",
-                          "runner": "dataflow", "job_id": job})
-    FakeDataflow.states = {"job-dead": "JOB_STATE_FAILED"}
+    run = new_run("r-df", "acme", "openai/cost/usage_cost", date(2026, 3, 1), date(2026, 3, 1), "RUNNING", "api",
+                  "dataflow", "dataflow:job-x", lease=datetime.now(timezone.utc) + timedelta(minutes=1))
+    store.create_runs([{**run, "job_id": "job-x"}])
+    FakeDataflow.states = {"job-x": state}
     try:
-        assert backend.reconcile_once() == ["a1b2c3d4e5"]
+        assert backend.reconcile() == (["r-df"] if closed else [])
     finally:
         FakeDataflow.states = {}
-        backend.stop()
-    assert store.get_run("a1b2c3d4e5")["error_message"] == "Dataflow job job-dead failed or was cancelled"
-    assert store.get_run("f6e5d4c3b2")["status"] == "RUNNING"
+    after = store.get_run("r-df")
+    if closed:
+        assert after["status"] == "FAILED" and "Dataflow job job-x" in after["error_message"] and state in after["error_message"]
+    else:
+        assert after["status"] == "RUNNING"
+        assert after["lease_expires_at"] > datetime.now(timezone.utc) + timedelta(hours=1), "a live job's runs are renewed"
 
 
 class Certs(JsonHandler):

@@ -121,7 +121,8 @@ def test_canary_credential_never_leaves_the_worker(settings, past_days, home):
     result = run(settings, ["acme", "globex"], *past_days)
     assert [r["status"] for r in result.runs] == ["COMPLETED", "FAILED"]
     # job graph: build the same graph and search its serialized form
-    loaded, items = plan_runs(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=past_days[0], end_date=past_days[1]))
+    loaded, items = plan_runs(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=past_days[0],
+                                                   end_date=past_days[1]), "test-owner")
     p = beam.Pipeline(runner="FnApiRunner")
     compile_pipeline(p, RunContext.from_settings(settings, loaded, datetime.now(timezone.utc),
                                                  ("acme",)), items)
@@ -131,6 +132,42 @@ def test_canary_credential_never_leaves_the_worker(settings, past_days, home):
         for path in home.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), f"secret found in {path}"
+
+
+def test_an_answer_about_another_day_fails_the_org_and_touches_no_partition(settings, simulator, past_days):
+    start, end = past_days
+    seed_org(settings, "acme")
+    assert run(settings, ["acme"], date(2026, 2, 15), date(2026, 2, 15)).runs[0]["status"] == "COMPLETED"
+    before = query(settings, "SELECT COUNT(*), SUM(input_tokens) FROM acme_dev.openai_usage_daily_raw")
+    simulator.faults.add("sk-admin-sim-acme", ["stray-bucket:2026-02-15"])
+    result = run(settings, ["acme"], start, end)
+    assert result.runs[0]["status"] == "FAILED"
+    assert result.runs[0]["error_message"] == (
+        f"extract_usage: openai API: answer carries usage for 2026-02-15, outside the requested {start}..{end}:"
+        " nothing written")
+    assert query(settings, "SELECT COUNT(*), SUM(input_tokens) FROM acme_dev.openai_usage_daily_raw") == before
+
+
+def test_an_empty_answer_never_wipes_a_populated_day(settings, simulator, past_days):
+    start, end = past_days
+    seed_org(settings, "acme")
+    first = run(settings, ["acme"], start, end)
+    totals = query(settings, "SELECT usage_date, COUNT(*), ROUND(SUM(total_cost_usd), 6) FROM acme_dev.openai_cost_daily"
+                             " GROUP BY 1 ORDER BY 1")
+    simulator.faults.add("sk-admin-sim-acme", ["empty"])
+    second = run(settings, ["acme"], start, end)
+    assert second.runs[0]["status"] == "COMPLETED" and second.runs[0]["rows_written"] == 0
+    assert query(settings, "SELECT usage_date, COUNT(*), ROUND(SUM(total_cost_usd), 6) FROM acme_dev.openai_cost_daily"
+                           " GROUP BY 1 ORDER BY 1") == totals
+    kept = second.runs[0]["outcome"]["kept"]
+    assert sorted({(k["table"], k["day"]) for k in kept}) == sorted(
+        (t, d.isoformat()) for t in ("openai_cost_daily", "openai_usage_daily_raw") for d in days(start, end))
+    cost_day = next(k for k in kept if k["table"] == "openai_cost_daily" and k["day"] == start.isoformat())
+    assert (cost_day["rows"], float(cost_day["cost_usd"])) == (totals[0][1], pytest.approx(totals[0][2]))
+    results = MetastoreSpec.from_settings(settings).open().list_dq_results(second.runs[0]["pipeline_logging_id"])
+    warnings = [r for r in results if r["expectation_type"] == "expect_populated_day_not_emptied"]
+    assert len(warnings) == 2 * len(days(start, end)) and all(r["severity"] == "warning" for r in warnings)
+    assert first.runs[0]["rows_written"] > 0
 
 
 def test_crashed_job_closes_every_run_as_failed(settings, past_days, monkeypatch):

@@ -88,17 +88,18 @@ def test_validate_step_fails_an_org_with_a_broken_row(settings):
     broken = good.assign(row_key="k2", output_tokens=-5, project_id="p2")
     p = BeamTestPipeline(runner="FnApiRunner")
     batches = p | beam.Create([OrgBatch("acme", "run-a", good), OrgBatch("globex", "run-g", pd.concat([good, broken]))])
-    result = batches | entry.load_transform()(step, entry.options.model_validate(step.options), ctx)
+    result = batches | entry.load_transform()(step, loaded.options(step.step_id), ctx)
     events = result["events"] | beam.Map(lambda e: (e.org_slug, e.failed, (e.error or "").split(" observed")[0]))
     assert_that(events, equal_to([
         ("acme", False, ""),
         ("globex", True, "data quality: expect_column_values_to_be_between(output_tokens)"),
-    ]))
+    ]), label="events")
+    failed = result["events"] | beam.FlatMap(lambda e: [
+        (e.org_slug, r["expectation_type"], r["kwargs"]["column"], r["severity"])
+        for r in e.detail["dq_results"] if not r["success"]])
+    assert_that(failed, equal_to([("globex", "expect_column_values_to_be_between", "output_tokens", "critical")]),
+                label="results")
     p.run().wait_until_finish()
-    store = MetastoreSpec.from_settings(settings).open()
-    failed = [r for r in store.list_dq_results("run-g") if not r["success"]]
-    assert [(r["expectation_type"], r["kwargs"]["column"], r["severity"]) for r in failed] == [
-        ("expect_column_values_to_be_between", "output_tokens", "critical")]
 
 
 def test_critical_failure_writes_nothing_and_unknown_model_is_a_warning(settings, configs_copy, past_days, monkeypatch):
@@ -200,8 +201,10 @@ def webhook(monkeypatch):
         yield Hook.received
 
 
-def test_one_email_and_one_slack_message_per_run_with_the_summary_and_no_secret(settings, smtp_server, webhook, past_days):
+def test_one_email_and_one_slack_message_per_run_with_the_summary_and_no_secret(home, simulator_env, smtp_server,
+                                                                                webhook, past_days):
     inbox, logins = smtp_server
+    settings = load_settings()
     seed_org(settings, "acme")
     seed_org(settings, "globex", openai_admin_key=CANARY)
     result = run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme", "globex"], start_date=past_days[0],
@@ -220,10 +223,11 @@ def test_one_email_and_one_slack_message_per_run_with_the_summary_and_no_secret(
         assert CANARY not in text and "smtp-pass-xyz" not in text and "sk-admin-sim-acme" not in text
 
 
-def test_a_failed_notification_is_recorded_but_never_fails_the_run(settings, past_days, monkeypatch):
+def test_a_failed_notification_is_recorded_but_never_fails_the_run(home, simulator_env, past_days, monkeypatch):
     monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("SMTP_PORT", str(_free_port()))  # nothing listens there
     monkeypatch.setenv("NOTIFY_EMAIL_TO", "finops@example.test")
+    settings = load_settings()
     seed_org(settings, "acme", openai_admin_key=CANARY)
     result = run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=past_days[0], end_date=past_days[0]))
     run = result.runs[0]
@@ -231,6 +235,28 @@ def test_a_failed_notification_is_recorded_but_never_fails_the_run(settings, pas
     steps = {s["step_id"]: s for s in MetastoreSpec.from_settings(settings).open().list_steps(run["pipeline_logging_id"])}
     assert steps["notify_email"]["status"] == "FAILED"
     assert "email via 127.0.0.1" in steps["notify_email"]["error_message"]
+
+
+@pytest.mark.parametrize("trigger, sent_when_all_complete, sent_when_one_fails", [
+    ("on_failure", False, True), ("on_success", True, False), ("on_completion", True, True), ("always", True, True)])
+def test_each_email_trigger(trigger, sent_when_all_complete, sent_when_one_fails, home, simulator_env, smtp_server,
+                            configs_copy, past_days, monkeypatch):
+    inbox, _ = smtp_server
+    path = configs_copy / "openai/cost/usage_cost.yml"
+    data = yaml.safe_load(path.read_text())
+    next(s for s in data["steps"] if s["step_id"] == "notify_email")["options"]["trigger"] = trigger
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("CONVERGENCE_CONFIGS", str(configs_copy))
+    settings = load_settings()
+    seed_org(settings, "acme")
+    seed_org(settings, "globex", openai_admin_key=CANARY)
+    day = past_days[0]
+    run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme"], start_date=day, end_date=day))
+    assert len(inbox.messages) == int(sent_when_all_complete)
+    run_pipeline(settings, RunRequest(PIPELINE, orgs=["acme", "globex"], start_date=day, end_date=day))
+    assert len(inbox.messages) == int(sent_when_all_complete) + int(sent_when_one_fails)
+    for _, email in inbox.messages:
+        assert CANARY not in email
 
 
 def test_notify_config_must_match_its_channel(configs_copy):

@@ -139,3 +139,18 @@ def test_kms_decrypt_failure_is_one_line_without_payload(kms_client):
 def test_kms_key_name_is_validated():
     with pytest.raises(CredentialError, match="KMS_KEY_NAME"):
         KmsCipher("my-key", client=object())
+
+
+def test_kms_credentials_written_by_onboarding_decrypt_without_associated_data(kms_client):
+    """The onboarding service encrypts with KMS and no AAD: by default, so does our decryption."""
+    from beam_pipelines.secrets import CipherSpec
+
+    spec = CipherSpec(kind="kms", kms_key_name=KEY_NAME)
+    assert spec.aad("acme", "openai") == b""
+    assert CipherSpec(kind="kms", kms_key_name=KEY_NAME, kms_aad="org_provider").aad("acme", "openai") == \
+        credential_aad("acme", "openai")
+    assert CipherSpec(kind="local", key_path="k").aad("acme", "openai") == credential_aad("acme", "openai")
+    cipher = KmsCipher(KEY_NAME, client=kms_client)
+    ciphertext = cipher.encrypt(b"sk-admin-onboarded", spec.aad("acme", "openai"))
+    assert cipher.decrypt(ciphertext, spec.aad("acme", "openai")) == b"sk-admin-onboarded"
+    assert all("additionalAuthenticatedData" not in body for _, body in FakeKms.calls)

@@ -12,7 +12,7 @@ from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.pipeline.run import RunRequest, run_pipeline
 from beam_pipelines.seed.merge import merge_seed, monthly_subscription_rows
 from beam_pipelines.warehouse.arrow_schema import to_arrow
-from beam_pipelines.warehouse.local import LocalWarehouse
+from beam_pipelines.warehouse.base import TableSpec, WarehouseSpec
 from tests.conftest import CONFIGS
 
 NOW = datetime(2026, 5, 1, tzinfo=timezone.utc)
@@ -53,23 +53,32 @@ def test_merge_keeps_custom_rows_and_refreshes_defaults():
                       {"k": "c", "v": 30, "is_custom": True}]
 
 
-def test_seeded_org_gets_expected_monthly_totals_and_custom_prices_are_used(settings, past_days):
+@pytest.fixture(params=["local", "bigquery"])
+def twin_settings(request):
+    """The embedded default, and the BigQuery twin on the emulator: the same test passes on both."""
+    return request.getfixturevalue("settings" if request.param == "local" else "bq_settings")
+
+
+def test_seeded_org_gets_expected_monthly_totals_and_custom_prices_are_used(twin_settings, past_days):
+    settings = twin_settings
     seed_org(settings, "acme")
     run(settings, "openai/seed/seed_csv", date(2026, 3, 1), date(2026, 3, 1))
-    warehouse = LocalWarehouse(settings.warehouse_dir)
+    warehouse = WarehouseSpec.from_settings(settings).open()
     subs = warehouse.read_table("acme_dev", "openai_subscriptions").to_pandas()
     assert set(subs["subscription_id"]) == {"chatgpt-team", "chatgpt-plus", "chatgpt-enterprise"}
 
     # the org customises: 12 Team seats, and a negotiated gpt-5 price
     subs.loc[subs["subscription_id"] == "chatgpt-team", ["seats", "is_custom"]] = [12, True]
     schema = load_schema(CONFIGS / "openai/seed/schemas/openai_subscriptions.json")
-    warehouse.write_table("acme_dev", "openai_subscriptions", to_arrow(subs, schema, "openai_subscriptions"))
+    warehouse.replace_table("acme_dev", TableSpec("openai_subscriptions", schema, None),
+                            to_arrow(subs, schema, "openai_subscriptions"))
     pricing = warehouse.read_table("acme_dev", "openai_model_pricing").to_pandas()
     custom = pricing[(pricing["model"] == "gpt-5") & (pricing["service_tier"] == "default")].copy()
     custom[["input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok", "is_custom"]] = [1.0, 8.0, 0.1, True]
     pricing = pd.concat([pricing.drop(custom.index), custom], ignore_index=True)
     price_schema = load_schema(CONFIGS / "openai/seed/schemas/openai_model_pricing.json")
-    warehouse.write_table("acme_dev", "openai_model_pricing", to_arrow(pricing, price_schema, "openai_model_pricing"))
+    warehouse.replace_table("acme_dev", TableSpec("openai_model_pricing", price_schema, None),
+                            to_arrow(pricing, price_schema, "openai_model_pricing"))
 
     run(settings, "openai/seed/seed_csv", date(2026, 3, 1), date(2026, 3, 1))  # re-seeding keeps both
     reseeded = warehouse.read_table("acme_dev", "openai_subscriptions").to_pandas().set_index("subscription_id")
@@ -77,7 +86,7 @@ def test_seeded_org_gets_expected_monthly_totals_and_custom_prices_are_used(sett
 
     run(settings, "openai/subscriptions", date(2026, 3, 1), date(2026, 4, 30))
     _, rows = warehouse.query("SELECT month_start, SUM(prorated_cost_usd) FROM acme_dev.openai_subscriptions_monthly"
-                              " GROUP BY 1 ORDER BY 1")
+                              " GROUP BY month_start ORDER BY month_start")
     assert rows == [(date(2026, 3, 1), 12 * 30.0 + 2 * 20.0), (date(2026, 4, 1), 12 * 30.0 + 2 * 20.0)]
 
     run(settings, "openai/cost/usage_cost", past_days[0], past_days[0])
@@ -92,10 +101,11 @@ def test_seeded_org_gets_expected_monthly_totals_and_custom_prices_are_used(sett
     assert cached_cost == pytest.approx(cached * 0.1 / 1e6)
 
 
-def test_anthropic_seed_loads_its_tables(settings):
+def test_anthropic_seed_loads_its_tables(twin_settings):
+    settings = twin_settings
     seed_org(settings, "acme")
     run(settings, "anthropic/seed/seed_csv", date(2026, 3, 1), date(2026, 3, 1))
-    warehouse = LocalWarehouse(settings.warehouse_dir)
+    warehouse = WarehouseSpec.from_settings(settings).open()
     assert warehouse.read_table("acme_dev", "anthropic_model_pricing").num_rows == 14
     assert "claude-team" in warehouse.read_table("acme_dev", "anthropic_subscriptions").column("subscription_id").to_pylist()
     assert isinstance(warehouse.read_table("acme_dev", "anthropic_model_pricing"), pa.Table)

@@ -14,6 +14,7 @@ from beam_pipelines.config.loader import discover_pipelines
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.errors import ConfigError
 from beam_pipelines.metastore import MetastoreSpec
+from beam_pipelines.metastore.base import new_run
 from beam_pipelines.pipeline import template
 from beam_pipelines.pipeline.schedules import gcloud_commands, scheduler_jobs
 from beam_pipelines.pipeline.template_metadata import render
@@ -30,21 +31,23 @@ def test_generated_metadata_parses_as_template_metadata_and_is_up_to_date():
         text = (METADATA / f"{loaded.template_name}.json").read_text()
         assert text == render(loaded), f"{loaded.template_name}.json is out of date: run `make templates`"
         metadata = dataflow_v1beta3.TemplateMetadata.from_json(text)
-        assert [p.name for p in metadata.parameters] == ["org_slugs", "run_ids", "start_date", "end_date", "environment"]
+        assert [p.name for p in metadata.parameters] == [p.name for p in template.PARAMETERS]
         assert all(p.regexes and p.help_text and p.label for p in metadata.parameters)
-        assert [p.is_optional for p in metadata.parameters] == [False, False, False, False, True]
+        required = [p.name for p in metadata.parameters if not p.is_optional]
+        assert required == ["pipeline", "org_slugs", "run_ids", "start_date", "end_date"]
+        assert metadata.parameters[0].regexes == [f"^{loaded.pipeline_id}$"], "a template runs only its own pipeline"
         assert loaded.pipeline_id in metadata.description
 
 
-def test_template_entry_runs_the_same_graph_for_recorded_runs(settings, past_days, monkeypatch):
+def test_template_entry_runs_the_same_graph_for_recorded_runs(settings, past_days):
     seed_org(settings, "acme")
     store = MetastoreSpec.from_settings(settings).open()
     run_id = uuid.uuid4().hex
-    store.create_run({"pipeline_logging_id": run_id, "org_slug": "acme", "pipeline_id": "openai/cost/usage_cost",
-                      "status": "QUEUED", "trigger_type": "scheduler", "start_date": past_days[0], "end_date": past_days[0]})
-    monkeypatch.setenv("CONVERGENCE_PIPELINE", "openai/cost/usage_cost")
-    result = template.run(["--org_slugs=acme", f"--run_ids={run_id}", f"--start_date={past_days[0]}",
-                           f"--end_date={past_days[0]}", "--environment=development", "--runner=FnApiRunner"])
+    store.create_runs([new_run(run_id, "acme", "openai/cost/usage_cost", past_days[0], past_days[0], "QUEUED",
+                               "scheduler", "dataflow", "dataflow:job-1")])
+    result = template.run(["--pipeline=openai/cost/usage_cost", "--org_slugs=acme", f"--run_ids={run_id}",
+                           f"--start_date={past_days[0]}", f"--end_date={past_days[0]}", "--environment=development",
+                           "--runner=FnApiRunner"])
     result.wait_until_finish()
     run = store.get_run(run_id)
     assert run["status"] == "COMPLETED" and run["rows_written"] > 0
@@ -54,16 +57,13 @@ def test_template_entry_runs_the_same_graph_for_recorded_runs(settings, past_day
     (["--org_slugs=acme,globex", f"--run_ids={'a' * 32}"], "same length"),
     (["--org_slugs=../etc", f"--run_ids={'a' * 32}"], "org_slugs"),
     (["--org_slugs=acme", "--run_ids=not-hex"], "run_ids"),
+    (["--org_slugs=acme", f"--run_ids={'a' * 32}", "--smtp_password_secret=hunter2"], "smtp_password_secret"),
+    (["--org_slugs=acme", f"--run_ids={'a' * 32}", "--end_date=2026-02-01"], "end_date is before start_date"),
 ])
 def test_template_parameters_are_validated(args, message):
-    import argparse
-
-    ns = argparse.Namespace(org_slugs=None, run_ids=None, start_date="2026-03-01", end_date="2026-03-01", environment=None)
-    for arg in args:
-        key, value = arg[2:].split("=", 1)
-        setattr(ns, key, value)
+    argv = ["--pipeline=openai/cost/usage_cost", "--start_date=2026-03-01", "--end_date=2026-03-01", *args]
     with pytest.raises(ConfigError, match=message):
-        template.parse_work_items(ns)
+        template.work_items(template.parse_args(argv)[0])
 
 
 def test_make_targets_print_exact_commands_with_dry_run():

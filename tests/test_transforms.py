@@ -7,7 +7,6 @@ from datetime import date, datetime, timezone
 
 import apache_beam as beam
 import pandas as pd
-import pyarrow as pa
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -16,11 +15,11 @@ from beam_pipelines.config.loader import load_pipeline
 from beam_pipelines.config.schema import load_schema
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.registry import lookup
+from beam_pipelines.runs.records import CommitReport, fold_run
 from beam_pipelines.settings import load_settings
 from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StepEvent, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
-from beam_pipelines.transforms.runlog import fold_events
 from beam_pipelines.warehouse.local import LocalWarehouse
 from tests.conftest import CONFIGS
 
@@ -44,7 +43,8 @@ class FakeFetcher:
     def __init__(self, delay=0.0):
         self.delay = delay
 
-    def fetch(self, item, secret, metadata):
+    def fetch(self, item, credential):
+        secret = credential.secret
         cls = type(self)
         with cls.lock:
             cls.active += 1
@@ -56,8 +56,9 @@ class FakeFetcher:
             for page in range(2):
                 if item.org_slug.startswith("broken") and page == 1:
                     raise RuntimeError(f"upstream exploded using {secret}")
+                day = date(2025, 1, 1) if item.org_slug == "stray" and page == 1 else item.start_date
                 pages.append(pd.DataFrame({"row_key": [f"{item.org_slug}-{page}-{i}" for i in range(3)],
-                                           "n": [page] * 3}))
+                                           "usage_date": [day] * 3, "n": [page] * 3}))
             return pages
         finally:
             with cls.lock:
@@ -67,8 +68,10 @@ class FakeFetcher:
 @pytest.fixture
 def seeded(home):
     settings = load_settings()
-    for org in ("acme", "globex", "broken"):
+    for org in ("acme", "globex", "broken", "stray"):
         seed_org(settings, org)
+    seed_org(settings, "paused", subscription="SUSPENDED")
+    seed_org(settings, "trial_over", subscription="TRIAL", trial_ends=date(2026, 1, 1))
     return settings
 
 
@@ -77,8 +80,8 @@ def fetch_graph(settings, items, fetcher, max_concurrency):
     ctx = RunContext.from_settings(settings, load_pipeline(CONFIGS, "openai/cost/usage_cost"), NOW)
     outputs = (
         p | beam.Create(items)
-        | beam.ParDo(FetchOrgs(fetcher, "extract_usage", "openai.usage", ctx.metastore, ctx.cipher,
-                               max_concurrency)).with_outputs(EVENTS, main="main")
+        | beam.ParDo(FetchOrgs(fetcher, "extract_usage", "openai.usage", ctx, max_concurrency))
+        .with_outputs(EVENTS, main="main")
     )
     return p, outputs
 
@@ -94,6 +97,22 @@ def test_failing_org_goes_to_events_and_others_complete(seeded):
         ("broken", 0, True, "RuntimeError: upstream exploded using [REDACTED]"),
     ]), label="events")
     p.run().wait_until_finish()
+
+
+def test_refused_orgs_are_never_fetched_and_stray_days_fail_the_org(seeded):
+    FakeFetcher.secrets_seen = []
+    items = [WorkItem(o, f"run-{o}", DAY, DAY) for o in ("paused", "trial_over", "stray")]
+    p, outputs = fetch_graph(seeded, items, FakeFetcher(), 2)
+    events = outputs[EVENTS] | "Ev" >> beam.Map(lambda e: (e.org_slug, e.failed, e.error))
+    assert_that(outputs.main, equal_to([]), label="nothing emitted")
+    assert_that(events, equal_to([
+        ("paused", True, "refused: subscription status is SUSPENDED (nothing fetched)"),
+        ("trial_over", True, "refused: trial ended on 2026-01-01 (nothing fetched)"),
+        ("stray", True, "openai API: answer carries usage for 2025-01-01, outside the requested 2026-03-02..2026-03-02:"
+                        " nothing written"),
+    ]), label="events")
+    p.run().wait_until_finish()
+    assert FakeFetcher.secrets_seen == ["sk-admin-sim-stray"], "refused orgs are not even decrypted"
 
 
 def test_fetches_overlap_with_bounded_concurrency(seeded):
@@ -120,7 +139,7 @@ def test_price_step_uses_the_price_list_side_input(seeded):
     } for m in ("gpt-4o-mini-2024-07-18", "mystery-model")])
     p = pipeline()
     result = (p | beam.Create([OrgBatch("acme", "r", rows)])
-              | entry.load_transform()(step, entry.options.model_validate(step.options), ctx))
+              | entry.load_transform()(step, loaded.options(step.step_id), ctx))
     costs = result["main"] | beam.FlatMap(
         lambda b: [(r["model"], r["pricing_status"], None if pd.isna(r["total_cost_usd"]) else round(r["total_cost_usd"], 6))
                    for r in b.rows.to_dict("records")])
@@ -131,48 +150,52 @@ def test_price_step_uses_the_price_list_side_input(seeded):
     p.run().wait_until_finish()
 
 
-def test_load_skips_failed_runs_and_empties_days_without_rows(seeded):
+def test_stage_skips_failed_runs_and_stages_invisibly(seeded):
     loaded = load_pipeline(CONFIGS, "openai/cost/usage_cost")
     step = next(s for s in loaded.config.steps if s.step_id == "load_usage_raw")
-    entry = lookup(step.ps_type)
     ctx = RunContext.from_settings(seeded, loaded, NOW)
-    warehouse = LocalWarehouse(seeded.warehouse_dir)
-    schema_names = load_schema(CONFIGS / "openai/cost/schemas/openai_usage_daily_raw.json").names
-
-    def raw(org, n):
-        ts = datetime(2026, 3, 2, tzinfo=timezone.utc)
-        rows = [{c: None for c in schema_names} | dict(
-            usage_date=DAY, org_slug=org, row_key=f"{org}{i}", run_id=f"run-{org}", bucket_start_time=ts,
-            bucket_end_time=ts, input_tokens=1, output_tokens=1, num_model_requests=1, loaded_at=ts) for i in range(n)]
-        return OrgBatch(org, f"run-{org}", pd.DataFrame(rows, columns=schema_names))
-
-    # a stale row on the next day must disappear: the run covers it and found nothing
-    stale = raw("acme", 1).rows.assign(usage_date=date(2026, 3, 3))
-    warehouse.replace_partition("acme_dev", "openai_usage_daily_raw", "usage_date", date(2026, 3, 3),
-                                pa.Table.from_pandas(stale, preserve_index=False))
     p = pipeline()
-    items = p | "Items" >> beam.Create([WorkItem("acme", "run-acme", DAY, date(2026, 3, 3)),
-                                        WorkItem("broken", "run-broken", DAY, DAY)])
     failed = p | "Failed" >> beam.Create(["run-broken"])
-    batches = p | "Batches" >> beam.Create([raw("acme", 4), raw("broken", 2)])
-    result = batches | entry.load_transform()(step, entry.options.model_validate(step.options), ctx,
-                                              work_items=items, failed_runs=failed)
-    written = result["events"] | beam.Map(lambda e: (e.org_slug, e.rows, e.failed))
-    assert_that(written, equal_to([("acme", 4, False), ("acme", 0, False)]))
+    batches = p | "Batches" >> beam.Create([raw_batch("acme", 4), raw_batch("broken", 2)])
+    result = batches | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx, failed_runs=failed)
+    assert_that(result["events"] | beam.Map(lambda e: (e.org_slug, e.rows, e.failed, e.detail["days"])),
+                equal_to([("acme", 4, False, ["2026-03-02"])]), label="events")
+    assert_that(result["staged"] | beam.MapTuple(lambda run_id, s: (run_id, s.table, s.rows, s.days)),
+                equal_to([("run-acme", "openai_usage_daily_raw", 4, (DAY,))]), label="staged")
     p.run().wait_until_finish()
-    assert warehouse.read_table("acme_dev", "openai_usage_daily_raw").num_rows == 4
-    assert warehouse.read_table("broken_dev", "openai_usage_daily_raw") is None
+    warehouse = LocalWarehouse(seeded.warehouse_dir)
+    assert warehouse.read_table("acme_dev", "openai_usage_daily_raw") is None, "invisible until the run's commit"
+    assert warehouse.pending("acme_dev", "run-acme") == ["openai_usage_daily_raw"]
+    assert warehouse.pending("broken_dev", "run-broken") == []
 
 
-def test_fold_events_first_error_wins_and_counts_only_loads():
+def raw_batch(org, n, day=DAY):
+    schema_names = load_schema(CONFIGS / "openai/cost/schemas/openai_usage_daily_raw.json").names
+    ts = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    rows = [{c: None for c in schema_names} | dict(
+        usage_date=day, org_slug=org, row_key=f"{org}{i}", run_id=f"run-{org}", bucket_start_time=ts,
+        bucket_end_time=ts, input_tokens=1, output_tokens=1, num_model_requests=1, loaded_at=ts) for i in range(n)]
+    return OrgBatch(org, f"run-{org}", pd.DataFrame(rows, columns=schema_names))
+
+
+def test_fold_run_first_error_wins_and_counts_only_committed_tables():
     t0, t1 = datetime(2026, 3, 3, 1, tzinfo=timezone.utc), datetime(2026, 3, 3, 2, tzinfo=timezone.utc)
     ok = [StepEvent("r", "acme", "extract_usage", "openai.usage", "extract", 10, None, t0, t1),
-          StepEvent("r", "acme", "load_a", "warehouse.load", "load", 6, None, t0, t1),
-          StepEvent("r", "acme", "load_a", "warehouse.load", "load", 4, None, t0, t1)]
-    update, steps, _ = fold_events("r", "acme", ok)
-    assert update == {"status": "COMPLETED", "rows_written": 10, "error_message": None}
-    assert [(s["step_id"], s["rows_processed"]) for s in steps] == [("extract_usage", 10), ("load_a", 10)]
+          StepEvent("r", "acme", "load_a", "warehouse.load", "load", 6, None, t0, t1, {"staged": {"a": 6}}),
+          StepEvent("r", "acme", "load_b", "warehouse.load", "load", 4, None, t0, t1, {"staged": {"b": 4}})]
+    update, steps, dq, _ = fold_run("r", "acme", ok, CommitReport(committed={"a": [DAY], "b": [DAY]}))
+    assert (update["status"], update["rows_written"], update["error_message"]) == ("COMPLETED", 10, None)
+    assert update["outcome"]["replaced"] == {"a": ["2026-03-02"], "b": ["2026-03-02"]}
+    assert [(s["step_id"], s["rows_processed"]) for s in steps] == [("extract_usage", 10), ("load_a", 6), ("load_b", 4)]
+    update, _, _, _ = fold_run("r", "acme", ok, CommitReport(committed={"a": [DAY]}, not_committed=["b"],
+                                                             error="commit of b failed: boom"))
+    assert update["status"] == "FAILED" and update["rows_written"] == 6
+    assert update["error_message"] == "commit: commit of b failed: boom (replaced anyway: a)"
     bad = [StepEvent("r", "acme", "extract_usage", "openai.usage", "extract", 0, "openai API HTTP 401: no", t0, t1)]
-    update, steps, _ = fold_events("r", "acme", bad)
+    update, steps, _, _ = fold_run("r", "acme", bad, CommitReport())
     assert update["status"] == "FAILED" and update["error_message"] == "extract_usage: openai API HTTP 401: no"
     assert steps[0]["status"] == "FAILED" and steps[0]["step_log_id"] == "r:extract_usage"
+    kept = CommitReport(kept=[{"step_id": "load_a", "table": "a", "day": DAY, "rows": 7, "cost_usd": 1.5}])
+    update, _, dq, summary = fold_run("r", "acme", ok[:1], kept)
+    assert summary["dq_warnings"] == ["a 2026-03-02: the provider answered no usage; kept the 7 row(s), $1.50 already there"]
+    assert dq[0]["expectation_type"] == "expect_populated_day_not_emptied" and dq[0]["severity"] == "warning"

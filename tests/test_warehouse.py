@@ -15,7 +15,7 @@ from beam_pipelines.config.schema import load_schema
 from beam_pipelines.errors import WarehouseError
 from beam_pipelines.warehouse.arrow_schema import to_arrow
 from beam_pipelines.warehouse.base import CommitError, TableSpec
-from beam_pipelines.warehouse.bigquery import BigQueryWarehouse, merge_sql
+from beam_pipelines.warehouse.bigquery import BigQueryWarehouse
 from beam_pipelines.warehouse.local import LocalWarehouse
 from tests.conftest import CONFIGS
 
@@ -104,33 +104,41 @@ def test_whole_tables_are_replaced_and_read_back(wh):
     assert wh.read_table("acme_dev", "openai_usage_daily_raw").num_rows == 2
 
 
-def test_a_failed_bigquery_commit_names_what_was_and_was_not_replaced(bq_env, bq_project, monkeypatch):
+def test_a_failed_bigquery_commit_replaces_no_table_of_the_org(bq_env, bq_project):
+    """One table the commit cannot write (an operator added a REQUIRED column): the org's other table is
+    not replaced either: the commit is one transaction."""
     wh = BigQueryWarehouse(bq_project)
-    raw = wh.stage("acme_dev", RAW, "r1", [rows(3)])
-    cost = wh.stage("acme_dev", RAW.__class__(COST.table, RAW.schema, "usage_date"), "r1", [rows(2)])
-    real = wh.runner.run
-
-    def second_merge_fails(sql, params=(), job_id=None):
-        if "openai_cost_daily" in sql and sql.startswith("MERGE"):
-            from google.api_core.exceptions import BadRequest
-
-            raise BadRequest("Query error: injected")
-        return real(sql, params, job_id)
-
-    monkeypatch.setattr(wh.runner, "run", second_merge_fails)
+    wh.commit([wh.stage("acme_dev", RAW, "r0", [rows(3, D1, run_id="r0")])])
+    other = TableSpec("openai_cost_daily", SCHEMA, "usage_date")
+    wh.runner.client.query(f"CREATE TABLE `{bq_project}.acme_dev.openai_cost_daily` (usage_date DATE,"
+                           " must_have INT64 NOT NULL)").result()
+    raw = wh.stage("acme_dev", RAW, "r1", [rows(5, D1)])
+    cost = wh.stage("acme_dev", other, "r1", [rows(2, D1)])
     with pytest.raises(CommitError) as failure:
         wh.commit([raw, cost])
-    assert (failure.value.committed, failure.value.not_committed) == (["openai_usage_daily_raw"], ["openai_cost_daily"])
-    assert wh.pending("acme_dev", "r1") == ["openai_cost_daily"]
-    assert wh.discard("acme_dev", "r1") == ["openai_cost_daily"]
+    assert (failure.value.committed, failure.value.not_committed) == ([], ["openai_usage_daily_raw", "openai_cost_daily"])
+    assert counts(wh) == {D1: 3}, "the raw table kept its previous rows"
+    assert wh.discard("acme_dev", "r1") == ["openai_cost_daily", "openai_usage_daily_raw"]
 
 
-def test_the_commit_statement_follows_bigquerys_rules():
-    from beam_pipelines.bigquery.sql import check_statement
+def test_the_commit_script_follows_bigquerys_rules():
+    from beam_pipelines.bigquery.sql import UnsafeSqlError, check_statement
+    from beam_pipelines.warehouse.bigquery import commit_script
 
-    sql = merge_sql("`p.acme_dev.t`", "`p.acme_dev._stg_t_r1`", COST)
-    check_statement(sql)
-    assert "ON FALSE" in sql and "WHEN NOT MATCHED BY SOURCE AND T.usage_date IN UNNEST(@days) THEN DELETE" in sql
+    scoped = TableSpec("focus", SCHEMA, "usage_date", scope_field="model")
+    script = commit_script([("`p.acme_dev.t`", "`p.acme_dev._stg_t_r1`", COST),
+                            ("`p.acme_dev.focus`", "`p.acme_dev._stg_focus_r1`", scoped)])
+    check_statement(script)
+    lines = script.splitlines()
+    assert [line.split(" ")[0] for line in lines] == ["DECLARE", "DECLARE", "DECLARE", "BEGIN", "MERGE", "MERGE", "COMMIT"]
+    assert "WHEN NOT MATCHED BY SOURCE AND T.usage_date IN UNNEST(days_0) THEN DELETE" in script
+    assert "AND T.model = scope_1 THEN DELETE" in script and "ON FALSE" in script
+    with pytest.raises(UnsafeSqlError, match="declarations must come first"):
+        check_statement("BEGIN TRANSACTION; DECLARE x INT64 DEFAULT 1; COMMIT TRANSACTION;")
+    with pytest.raises(UnsafeSqlError, match="literal"):
+        check_statement("SELECT * FROM `p.d.t` WHERE org_slug = 'acme'")
+    with pytest.raises(UnsafeSqlError, match="backquoted"):
+        check_statement("SELECT * FROM d.t")
 
 
 def test_local_commit_is_one_manifest_swap_and_a_crash_leaves_no_trace(tmp_path):

@@ -255,75 +255,21 @@ def _gcp_export(args) -> int:
     return 0
 
 
-DEMO_ORGS = ("acme_demo", "globex_demo")
-DEMO_PIPELINES = (("openai/cost/usage_cost", "openai_cost_daily"), ("anthropic/cost/usage_cost", "anthropic_cost_daily"),
-                  ("gcp/cost/billing", "gcp_billing_daily_raw"))
-
-
 def cmd_demo(settings, args) -> int:
-    from beam_pipelines.dev.seed import seed_org
-    from beam_pipelines.pipeline.dates import utc_today
-    from beam_pipelines.pipeline.run import RunRequest
-    from beam_pipelines.testing.simulator import ProviderSimulator
+    from beam_pipelines.dev.demo import run_demo
 
-    end = utc_today() - timedelta(days=1)
-    start = end - timedelta(days=args.days - 1)
-    code = 0
-    with ProviderSimulator() as sim:
-        print(f"1/4 provider simulator listening on {sim.url}")
-        settings = dataclasses.replace(settings, openai_base_url=sim.openai_base_url,
-                                       anthropic_base_url=sim.anthropic_base_url)
-        import pyarrow.parquet as pq
-
-        from beam_pipelines.gcp.generator import generate_export
-
-        for org in DEMO_ORGS:
-            export = settings.home / "exports" / f"{org}_billing.parquet"
-            export.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(generate_export(org, end, args.days + 2, 1500), export)
-            seed_org(settings, org, gcp_billing_export=str(export))
-        print(f"2/4 seeded demo orgs {', '.join(DEMO_ORGS)} (credentials encrypted under {settings.home})")
-        for pipeline, _ in DEMO_PIPELINES:
-            print(f"3/4 running {pipeline} for {start} .. {end}")
-            request = RunRequest(pipeline, orgs=list(DEMO_ORGS), start_date=start, end_date=end, trigger="demo")
-            code |= _run_and_report(settings, request)
-    print("4/4 cost summary")
-    for _, table in DEMO_PIPELINES[:2]:
-        _print_cost_summary(settings, table, start, end)
-    _print_gcp_summary(settings, start, end)
-    print('Query more with: .venv/bin/convergence query "SELECT ... FROM acme_demo_dev.openai_cost_daily"')
-    return code
+    return run_demo(settings, args.days, bigquery=args.bigquery)
 
 
-def _print_gcp_summary(settings, start, end) -> None:
-    from beam_pipelines.warehouse.local import LocalWarehouse
+def cmd_emulator(settings, args) -> int:
+    from beam_pipelines.testing.emulators.bigquery import BigQueryEmulator
 
-    union = " UNION ALL ".join(f"SELECT * FROM {settings.org_dataset(org)}.gcp_billing_daily_raw" for org in DEMO_ORGS)
-    print("\ngcp_billing_daily_raw: USD by service, both demo orgs")
-    columns, rows = LocalWarehouse(settings.warehouse_dir).query(
-        f"SELECT service_description AS service, round(SUM(cost_usd), 2) AS cost_usd,"
-        f" round(SUM(credits_total_usd), 2) AS credits_usd, round(SUM(net_cost_usd), 2) AS net_cost_usd, COUNT(*) AS rows"
-        f" FROM ({union}) WHERE usage_date BETWEEN DATE '{start}' AND DATE '{end}' GROUP BY 1 ORDER BY net_cost_usd DESC"
-    )
-    print(render(columns, rows))
-
-
-def _print_cost_summary(settings, table: str, start, end) -> None:
-    from beam_pipelines.warehouse.local import LocalWarehouse
-
-    warehouse = LocalWarehouse(settings.warehouse_dir)
-    union = " UNION ALL ".join(f"SELECT * FROM {settings.org_dataset(org)}.{table}" for org in DEMO_ORGS)
-    where = f"usage_date BETWEEN DATE '{start}' AND DATE '{end}'"
-    print(f"\n{table}: USD per day and model, both demo orgs")
-    columns, rows = warehouse.query(
-        f"PIVOT (SELECT usage_date, price_model AS model, total_cost_usd FROM ({union})"
-        f" WHERE {where} AND pricing_status = 'PRICED') ON model USING round(SUM(total_cost_usd), 2) ORDER BY usage_date"
-    )
-    print(render(columns, rows))
-    columns, rows = warehouse.query(
-        f"SELECT org_slug, COUNT(*) AS usage_rows, round(SUM(total_cost_usd), 2) AS total_cost_usd,"
-        f" COUNT(*) FILTER (WHERE pricing_status <> 'PRICED') AS flagged_rows,"
-        f" string_agg(DISTINCT pricing_status || ' ' || model, ', ') FILTER (WHERE pricing_status <> 'PRICED')"
-        f" AS flagged FROM ({union}) WHERE {where} GROUP BY org_slug ORDER BY org_slug"
-    )
-    print(render(columns, rows))
+    with BigQueryEmulator(args.port, args.project) as emulator:
+        print(f"BigQuery emulator on {emulator.url} (project {args.project}); in another shell:", flush=True)
+        print(f"  export BIGQUERY_EMULATOR_HOST={emulator.url} GCP_PROJECT_ID={args.project}"
+              " CONVERGENCE_SINK=bigquery CONVERGENCE_METASTORE=bigquery", flush=True)
+        try:
+            emulator.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0

@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulator + two demo orgs + the last 7 days + a cost summary")
     demo.add_argument("--days", type=int, default=7)
+    demo.add_argument("--bigquery", action="store_true",
+                      help="on the BigQuery twin: $BIGQUERY_EMULATOR_HOST, or a private emulator for the demo")
+
+    emulator = sub.add_parser("emulator", help="run a local service emulator in the foreground")
+    emulator.add_argument("service", choices=["bigquery"])
+    emulator.add_argument("--port", type=int, default=9050)
+    emulator.add_argument("--project", default="convergence-local")
     return parser
 
 

@@ -43,8 +43,6 @@ class LoadOptions(StrictModel):
     cluster_by: tuple[str, ...] = Field(default=(), max_length=4)
     scope_field: str | None = Field(None, description="shared table: a run replaces only rows whose column has its value")
     total_column: str | None = Field(None, description="cost column reported when a populated day is kept")
-    replace_empty_days: bool = Field(
-        False, description="let an empty answer empty a populated day (for sources that can legitimately shrink)")
 
 
 class AnthropicUsageOptions(HttpFetchOptions):

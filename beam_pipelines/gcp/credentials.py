@@ -29,8 +29,11 @@ def service_account_info(secret: str) -> dict:
     return info
 
 
-def google_credentials(credential: Credential, scopes=(BIGQUERY_READONLY,)) -> tuple[object, str | None]:
-    """(google.auth credentials, the project they belong to, if known)."""
+def google_credentials(credential: Credential, scopes=(BIGQUERY_READONLY,),
+                       iam_endpoint: str | None = None) -> tuple[object, str | None]:
+    """(google.auth credentials, the project they belong to, if known).
+
+    ``iam_endpoint`` overrides the IAM Credentials ``generateAccessToken`` URL (private endpoints)."""
     if credential.kind == "SERVICE_ACCOUNT_JSON":
         from google.oauth2 import service_account
 
@@ -46,5 +49,6 @@ def google_credentials(credential: Credential, scopes=(BIGQUERY_READONLY,)) -> t
         from google.auth import impersonated_credentials
 
         return impersonated_credentials.Credentials(source_credentials=source, target_principal=target,
-                                                    target_scopes=list(scopes), lifetime=TOKEN_LIFETIME_SECONDS), project
+                                                    target_scopes=list(scopes), lifetime=TOKEN_LIFETIME_SECONDS,
+                                                    iam_endpoint_override=iam_endpoint), project
     raise CredentialError(f"gcp credential type {credential.kind!r} cannot read a billing export")

@@ -25,9 +25,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from beam_pipelines.errors import MalformedResponseError, ProviderError
+from beam_pipelines.errors import MalformedResponseError, ProviderError, redact
 
 log = logging.getLogger(__name__)
+MAX_ERROR_TEXT = 300
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,20 @@ class ProviderClient:
         raise NotImplementedError
 
     def error_message(self, response: requests.Response) -> str:
-        """The provider's own message from an error body (never echoes request headers).
+        """The provider's own message from an error body, truncated and redacted before anyone logs it.
 
-        OpenAI and Anthropic both answer ``{"error": {"type" (or "code"), "message"}}``.
+        OpenAI and Anthropic both answer ``{"error": {"type" (or "code"), "message"}}``. A provider (or
+        a proxy) may echo the request's key in it: every secret this process knows is redacted.
         """
+        text = None
         try:
             error = response.json().get("error") or {}
             if error.get("message"):
-                return f"{error.get('type') or error.get('code') or 'error'}: {error['message']}"
+                text = f"{error.get('type') or error.get('code') or 'error'}: {error['message']}"
         except (ValueError, AttributeError):
             pass
-        return (response.text or "").strip()[:300] or response.reason or "no error message"
+        text = text or (response.text or "").strip() or response.reason or "no error message"
+        return redact(" ".join(text.split())[:MAX_ERROR_TEXT])
 
     def is_transient(self, response: requests.Response, message: str) -> bool:
         return response.status_code in self.retry_statuses

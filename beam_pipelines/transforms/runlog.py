@@ -4,8 +4,7 @@ One group per run id (so per org) holds its work item, every step's events and e
 load steps staged. If any step failed, the staged tables are discarded and nothing of the org is
 replaced. Otherwise the days the org's fresh rows cover are committed (all tables at once locally,
 one atomic MERGE per table on BigQuery); a day of the range for which the provider answered
-nothing keeps the rows it holds, with a data-quality warning, unless the load step allows empty
-replacement. Only then is the run closed, so COMPLETED always means committed.
+nothing keeps the rows it holds, with a data-quality warning. Only then is the run closed, so COMPLETED always means committed.
 
 Metastore writes are batched per bundle (step logs, data-quality rows, then the runs), which keeps
 a fleet of a thousand orgs to a handful of statements.
@@ -90,7 +89,7 @@ class _RecordRuns(beam.DoFn):
         kept = []
         for step_id, options in self._loads:
             spec = self._specs[options.table]
-            if options.replace_empty_days or spec.partition_field is None or spec.scope_field:
+            if spec.partition_field is None or spec.scope_field:
                 continue
             empty = [d for d in item.days() if d not in fresh.get(options.table, set())]
             if not empty:

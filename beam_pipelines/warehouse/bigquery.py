@@ -1,17 +1,24 @@
 """The production warehouse: each org's dataset ``{org}_{env}`` in BigQuery.
 
-Write path, per org and table: the run's rows go to a staging table
-``{dataset}._stg_{table}_{run_id}`` (one Parquet load job, ``WRITE_TRUNCATE``; the table expires by
-itself after a day), then one statement replaces the run's days::
+Write path, per org: each table's rows go to a staging table ``{dataset}._stg_{table}_{run_id}``
+(one Parquet load job, ``WRITE_TRUNCATE``; the table expires by itself after a day), then one
+script replaces the run's days of every table at once::
 
-    MERGE target T USING (SELECT ... FROM staging) S ON FALSE
-    WHEN NOT MATCHED THEN INSERT (...) VALUES (...)
-    WHEN NOT MATCHED BY SOURCE AND T.usage_date IN UNNEST(@days) THEN DELETE
+    DECLARE days_0 ARRAY<DATE> DEFAULT (SELECT ARRAY_AGG(DISTINCT usage_date) FROM staging_0);
+    ...
+    BEGIN TRANSACTION;
+    MERGE target_0 T USING staging_0 S ON FALSE
+      WHEN NOT MATCHED THEN INSERT (...) VALUES (...)
+      WHEN NOT MATCHED BY SOURCE AND T.usage_date IN UNNEST(days_0) THEN DELETE;
+    ...
+    COMMIT TRANSACTION;
 
-A single DML statement is atomic in BigQuery, so the table shows the old days or the new ones,
-never a mix; the staging table is dropped after the commit and after a failure. JSON columns are
-staged as STRING and parsed in the MERGE, so the load never depends on how a Parquet string maps
-to JSON.
+Each MERGE replaces exactly the days its staging table covers (a day the provider answered nothing
+for is kept), and the transaction makes the org's tables change together or not at all. The script
+carries no values: the days are read from the staging tables into variables declared first, as
+BigQuery's procedural language requires. Staging tables are dropped after the commit and after a
+failure. JSON columns are staged as STRING and parsed in the MERGE, so the load never depends on
+how a Parquet string maps to JSON.
 
 Why not Beam's ``WriteToBigQuery``: in Beam 2.77 its FILE_LOADS path waits for every load job in
 ``TriggerLoadJobs.finish_bundle`` and raises when one fails, which fails the bundle and then the
@@ -58,19 +65,36 @@ def bq_schema(spec: TableSpec, staging: bool = False) -> list:
     return [convert(f) for f in spec.schema.fields]
 
 
-def merge_sql(target: str, staging: str, spec: TableSpec) -> str:
-    """The one statement that replaces the staged days (or, unpartitioned, the whole table)."""
+def merge_sql(target: str, staging: str, spec: TableSpec, days_var: str = "", scope_var: str = "") -> str:
+    """The statement that replaces the staged days of one table (or, unpartitioned, the whole table)."""
     columns = spec.schema.names
     values = ", ".join(f"PARSE_JSON(S.{c})" if spec.schema.field(c).type == "JSON" else f"S.{c}" for c in columns)
-    if spec.partition_field is None:
-        scope = ""
-    else:
-        scope = f" AND T.{spec.partition_field} IN UNNEST(@days)"
+    condition = ""
+    if spec.partition_field is not None:
+        condition = f" AND T.{spec.partition_field} IN UNNEST({days_var})"
         if spec.scope_field:
-            scope += f" AND T.{spec.scope_field} = @scope"
+            condition += f" AND T.{spec.scope_field} = {scope_var}"
     return (f"MERGE {target} T USING {staging} S ON FALSE"
             f" WHEN NOT MATCHED THEN INSERT ({', '.join(columns)}) VALUES ({values})"
-            f" WHEN NOT MATCHED BY SOURCE{scope} THEN DELETE")
+            f" WHEN NOT MATCHED BY SOURCE{condition} THEN DELETE")
+
+
+def commit_script(refs: list[tuple[str, str, TableSpec]]) -> str:
+    """One transaction replacing every staged table of an org: ``(target, staging, spec)`` each.
+
+    The days (and the scope) each table replaces are read from its staging table into variables
+    declared first, as BigQuery's procedural language requires; the script carries no value at all.
+    """
+    declarations, merges = [], []
+    for index, (target, staging, spec) in enumerate(refs):
+        if spec.partition_field is not None:
+            declarations.append(f"DECLARE days_{index} ARRAY<DATE> DEFAULT"
+                                f" (SELECT ARRAY_AGG(DISTINCT {spec.partition_field}) FROM {staging})")
+            if spec.scope_field:
+                declarations.append(f"DECLARE scope_{index} STRING DEFAULT (SELECT ANY_VALUE({spec.scope_field})"
+                                    f" FROM {staging})")
+        merges.append(merge_sql(target, staging, spec, f"days_{index}", f"scope_{index}"))
+    return ";\n".join([*declarations, "BEGIN TRANSACTION", *merges, "COMMIT TRANSACTION"]) + ";"
 
 
 class BigQueryWarehouse(Warehouse):
@@ -163,24 +187,23 @@ class BigQueryWarehouse(Warehouse):
         return Staged(dataset, spec.table, run_id, tuple(sorted(days)), rows, scope, staging_id, spec)
 
     def commit(self, staged: list[Staged]) -> list[str]:
-        committed: list[str] = []
-        for index, item in enumerate(staged):
-            spec = item.spec
-            params = []
-            if spec.partition_field:
-                params.append(P.array("days", "DATE", item.days))
-            if spec.scope_field:
-                params.append(P.scalar("scope", "STRING", item.scope))
-            staging = self._ref(item.dataset, staging_table(item.table, item.run_id))
-            try:
-                self.runner.run(merge_sql(self._ref(item.dataset, item.table), staging, spec), params)
-            except Exception as exc:
-                not_committed = [s.table for s in staged[index:]]
-                raise CommitError(f"commit of {item.table} failed: {getattr(exc, 'message', exc)}", committed,
-                                  not_committed) from exc
-            committed.append(item.table)
+        """Every staged table of the org in one transaction: all replaced, or none."""
+        if not staged:
+            return []
+        datasets = {s.dataset for s in staged}
+        if len(datasets) != 1:
+            raise WarehouseError(f"one commit covers one dataset, got {sorted(datasets)}")
+        refs = [(self._ref(s.dataset, s.table), self._ref(s.dataset, staging_table(s.table, s.run_id)), s.spec)
+                for s in staged]
+        tables = [s.table for s in staged]
+        try:
+            self.runner.run(commit_script(refs))
+        except Exception as exc:
+            raise CommitError(f"commit of {', '.join(tables)} failed: {getattr(exc, 'message', exc)}", [],
+                              tables) from exc
+        for item in staged:
             self._drop(item.dataset, staging_table(item.table, item.run_id))
-        return committed
+        return tables
 
     def _drop(self, dataset: str, table: str) -> None:
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from beam_pipelines.testing.simulator import anthropic_data
 from beam_pipelines.testing.simulator.openai_api import ApiError
@@ -134,3 +134,11 @@ def cost_page(query: dict, key: str, now: datetime) -> dict:
         buckets.append({"starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
                         "ending_at": (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), "results": results})
     return {"data": buckets, "has_more": False, "next_page": None}
+
+
+def stray_bucket(key: str, day) -> dict:
+    """A well-formed bucket for ``day``, whatever the query asked (a hostile answer)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return {"starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "ending_at": (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "results": anthropic_data.day_results(key, day)[:1]}

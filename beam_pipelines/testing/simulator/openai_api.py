@@ -122,3 +122,10 @@ def costs_page(query: dict, key: str, now: datetime) -> dict:
         })
     return {"object": "page", "data": buckets, "has_more": False, "next_page": None}
 
+
+
+def stray_bucket(key: str, day) -> dict:
+    """A well-formed bucket for ``day``, whatever the query asked (a hostile answer)."""
+    start = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+    return {"object": "bucket", "start_time": start, "end_time": start + DAY,
+            "results": openai_data.day_results(key, day)[:1]}

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -72,6 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
                     body["next_page"] = used_cursor
             if fault == "bad-schema":
                 body["data"] = "not-a-list"
+            if fault == "empty":
+                body.update(data=[], has_more=False, next_page=None)
+            if fault and fault.startswith("stray-bucket:"):
+                body["data"].append(provider.stray_bucket(key, date.fromisoformat(fault.split(":", 1)[1])))
             return self._send(200, body)
         except ApiError as exc:
             return self._send(exc.status, exc.body, exc.headers)
@@ -85,8 +89,15 @@ class _Handler(BaseHTTPRequestHandler):
         if name == "malformed":
             self._send(200, None, raw=b'{"object": "page", "data": [')
             return True
-        if name in ("repeat-cursor", "bad-schema"):
+        if name in ("repeat-cursor", "bad-schema", "empty", "stray-bucket"):
             return False
+        if name == "429-echo-key":
+            key = provider.authenticate(self.headers)
+            status, body, headers = provider.fault_response("429", "0")
+            body["error"]["message"] = (f"Rate limit reached for key {key} (shown as {key[:8]}****{key[-4:]});"
+                                        " slow down")
+            self._send(status, body, headers)
+            return True
         status, body, headers = provider.fault_response(name, arg)
         self._send(status, body, headers)
         return True
@@ -113,6 +124,7 @@ class _Server(ThreadingHTTPServer):
 
 class _OpenAI:
     authenticate = staticmethod(openai_api.authenticate)
+    stray_bucket = staticmethod(openai_api.stray_bucket)
 
     @staticmethod
     def fault_response(name: str, arg: str):
