@@ -201,3 +201,38 @@ def test_config_from_another_folder(settings, configs_copy, past_days, monkeypat
     with pytest.raises(Exception, match="no such pipeline"):
         load_pipeline(other.configs_dir, PIPELINE)
     assert CONFIGS != other.configs_dir
+
+
+def test_a_suspended_org_is_refused_by_the_cli_and_the_template_and_nothing_is_fetched(settings, simulator, past_days):
+    from beam_pipelines.metastore.base import new_run
+    from beam_pipelines.pipeline import template
+
+    seed_org(settings, "paused", subscription="SUSPENDED")
+    before = simulator.requests
+    result = run(settings, ["paused"], *past_days)
+    assert result.runs[0]["status"] == "FAILED"
+    assert result.runs[0]["error_message"] == ("extract_usage: refused: subscription status is SUSPENDED"
+                                               " (nothing fetched)")
+    store = MetastoreSpec.from_settings(settings).open()
+    run_id = "ab" * 16
+    store.create_runs([new_run(run_id, "paused", PIPELINE, past_days[0], past_days[0], "QUEUED", "scheduler", "dataflow",
+                               "dataflow:job")])
+    template.run([f"--pipeline={PIPELINE}", "--org_slugs=paused", f"--run_ids={run_id}", f"--start_date={past_days[0]}",
+                  f"--end_date={past_days[0]}", "--runner=FnApiRunner"]).wait_until_finish()
+    assert store.get_run(run_id)["status"] == "FAILED" and "SUSPENDED" in store.get_run(run_id)["error_message"]
+    assert simulator.requests == before, "no provider call for a refused org"
+    assert LocalWarehouse(settings.warehouse_dir).read_table("paused_dev", "openai_usage_daily_raw") is None
+
+
+def test_a_trial_that_ends_between_launch_and_run_is_refused_at_run_time(settings, simulator, past_days):
+    from beam_pipelines.metastore.base import new_run
+    from beam_pipelines.pipeline.run import run_recorded
+
+    seed_org(settings, "trial", subscription="TRIAL", trial_ends=date.today() + timedelta(days=1))
+    store = MetastoreSpec.from_settings(settings).open()
+    run_id = "cd" * 16  # recorded by the launcher while the trial was live
+    store.create_runs([new_run(run_id, "trial", PIPELINE, past_days[0], past_days[0], "QUEUED", "api", "local", "l")])
+    store.set_subscription("trial", "TRIAL", trial_end_date=date.today() - timedelta(days=1))  # then it ended
+    result = run_recorded(settings, PIPELINE, {"trial": run_id}, past_days[0], past_days[0])
+    assert result.runs[0]["status"] == "FAILED"
+    assert f"refused: trial ended on {date.today() - timedelta(days=1)}" in result.runs[0]["error_message"]

@@ -1,7 +1,6 @@
 """The CLI's subcommands. Each takes (settings, parsed args) and returns an exit code."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys

@@ -11,10 +11,10 @@ from typing import Any
 from croniter import croniter
 from pydantic import Field, field_validator, model_validator
 
-from beam_pipelines.config.step_options import StrictModel
+from beam_pipelines.config.step_options import TABLE_NAME, StrictModel
 
 SEGMENT = re.compile(r"^[a-z0-9_]+$")
-SNAKE = r"^[a-z][a-z0-9_]*$"
+SNAKE = TABLE_NAME
 DOTTED = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 
 

@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+TABLE_NAME = r"^[a-z][a-z0-9_]*$"
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,7 +39,7 @@ class CostOptions(StrictModel):
 
 
 class LoadOptions(StrictModel):
-    table: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    table: str = Field(pattern=TABLE_NAME)
     schema_file: str = Field(description="BigQuery JSON schema, relative to the configs folder")
     partition_field: str = "usage_date"
     cluster_by: tuple[str, ...] = Field(default=(), max_length=4)
@@ -60,7 +62,7 @@ class GcpBillingOptions(StrictModel):
 
 class ValidateOptions(StrictModel):
     suite: str = Field(description="expectation suite JSON, relative to the configs folder")
-    table: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="table the checked rows are bound for")
+    table: str = Field(pattern=TABLE_NAME, description="table the checked rows are bound for")
 
 
 class NotifyOptions(StrictModel):
@@ -69,7 +71,7 @@ class NotifyOptions(StrictModel):
 
 
 class SeedTable(StrictModel):
-    table: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    table: str = Field(pattern=TABLE_NAME)
     csv: str = Field(description="default rows, relative to the configs folder")
     schema_file: str
     key: tuple[str, ...] = Field(min_length=1, description="columns that identify a row (custom rows win)")
@@ -80,4 +82,4 @@ class SeedOptions(StrictModel):
 
 
 class SubscriptionsOptions(StrictModel):
-    source_table: str = Field("openai_subscriptions", pattern=r"^[a-z][a-z0-9_]*$")
+    source_table: str = Field("openai_subscriptions", pattern=TABLE_NAME)

@@ -13,11 +13,10 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from beam_pipelines.config.schema import TableSchema, load_schema
-from beam_pipelines.config.step_options import StrictModel
+from beam_pipelines.config.step_options import TABLE_NAME, StrictModel
 from beam_pipelines.errors import ConfigError
 
 SYSTEM = "system"
-NAME = r"^[a-z][a-z0-9_]*$"
 
 
 class MetadataTable(StrictModel):
@@ -30,7 +29,7 @@ class MetadataTable(StrictModel):
 
 
 class TablesFile(StrictModel):
-    dataset: str = Field(pattern=NAME)
+    dataset: str = Field(pattern=TABLE_NAME)
     tables: dict[str, MetadataTable] = Field(min_length=1)
 
 

@@ -413,9 +413,13 @@ class _Recorder:
     def __enter__(self):
         from beam_pipelines.bigquery.client import QueryResult
 
+        class AnyRow(dict):
+            def __missing__(self, key):
+                return None
+
         def record(sql, params=(), job_id=None):
             self.statements.append((sql.split(" ", 1)[0], sql, list(params)))
-            return QueryResult([{"duplicate": None, "seq": 0, "used": 0, "daily_pipeline_limit": 1}], 0)
+            return QueryResult([AnyRow(seq=0, used=0)], 0)
 
         self._saved = self.store._run
         self.store._run = record
