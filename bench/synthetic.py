@@ -14,7 +14,7 @@ TIERS = np.array(["default", "default", "default", "flex", "priority"], dtype=ob
 
 def usage_frame(rows: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    models = np.array([m for m, _ in MODELS] + ["gpt-4o-mini", "o3"], dtype=object)
+    models = np.array([m.id for m in MODELS] + ["gpt-4o-mini", "o3"], dtype=object)
     start = date(2026, 3, 1)
     requests = rng.integers(1, 4000, rows)
     input_tokens = requests * rng.integers(200, 6000, rows)

@@ -1,9 +1,9 @@
 """Anthropic: pricing rules by hand, the client's retry rules against the simulator, the pipeline."""
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pandas as pd
 import pytest
@@ -14,7 +14,7 @@ from beam_pipelines.errors import ProviderError
 from beam_pipelines.pipeline.run import RunRequest, run_pipeline
 from beam_pipelines.pricing.anthropic_cost import BATCH_TIERS, price_anthropic_usage
 from beam_pipelines.pricing.price_list import load_price_list
-from beam_pipelines.providers.anthropic import AnthropicUsageClient, usage_rows
+from beam_pipelines.providers.anthropic import AnthropicUsageClient, UsagePage, usage_rows
 from beam_pipelines.providers.http import RetryPolicy
 from beam_pipelines.testing.simulator import anthropic_data
 from beam_pipelines.warehouse.local import LocalWarehouse
@@ -27,9 +27,11 @@ KEY = "sk-ant-admin01-test"
 M = 1_000_000
 
 
-def usage(model, tier="standard", window="0-200k", uncached=M, read=0, w5=0, w1=0, out=0, searches=0, workspace="w"):
-    return {"usage_date": DAY, "org_slug": "acme", "row_key": f"{model}{tier}{window}", "run_id": "r",
+def usage(model, tier="standard", window="0-200k", uncached=M, read=0, w5=0, w1=0, out=0, searches=0, workspace="w",
+          geo="global", speed="standard", day=DAY):
+    return {"usage_date": day, "org_slug": "acme", "row_key": f"{model}{tier}{window}{geo}{speed}", "run_id": "r",
             "model": model, "workspace_id": workspace, "api_key_id": None, "service_tier": tier, "context_window": window,
+            "inference_geo": geo, "speed": speed,
             "uncached_input_tokens": uncached, "cache_read_input_tokens": read, "cache_creation_5m_input_tokens": w5,
             "cache_creation_1h_input_tokens": w1, "output_tokens": out, "web_search_requests": searches}
 
@@ -38,49 +40,111 @@ def price(*rows):
     return price_anthropic_usage(pd.DataFrame(list(rows)), PRICES, NOW).to_dict("records")
 
 
+def D(value) -> Decimal:
+    return Decimal(str(value))
+
+
 def test_every_component_at_its_published_rate():
     [row] = price(usage("claude-sonnet-4-5-20250929", uncached=2 * M, read=M, w5=M, w1=M, out=M, searches=1000))
-    assert row["input_cost_usd"] == pytest.approx(6.0)  # 2M x $3
-    assert row["cache_read_cost_usd"] == pytest.approx(0.30)  # 0.1x input
-    assert row["cache_write_5m_cost_usd"] == pytest.approx(3.75)  # 1.25x input
-    assert row["cache_write_1h_cost_usd"] == pytest.approx(6.0)  # 2x input
-    assert row["output_cost_usd"] == pytest.approx(15.0)
-    assert row["web_search_cost_usd"] == pytest.approx(10.0)  # $10 per 1,000
-    assert row["total_cost_usd"] == pytest.approx(6 + 0.3 + 3.75 + 6 + 15 + 10)
+    assert row["input_cost_usd"] == D(6)  # 2M x $3
+    assert row["cache_read_cost_usd"] == D("0.30")  # 0.1x input
+    assert row["cache_write_5m_cost_usd"] == D("3.75")  # 1.25x input
+    assert row["cache_write_1h_cost_usd"] == D(6)  # 2x input
+    assert row["output_cost_usd"] == D(15)
+    assert row["web_search_cost_usd"] == D(10)  # $10 per 1,000
+    assert row["total_cost_usd"] == D("41.05")
     assert row["total_input_tokens"] == 5 * M
     assert row["price_model"] == "claude-sonnet-4-5" and row["pricing_status"] == "PRICED"
 
 
 @pytest.mark.parametrize("model, total", [
-    ("claude-opus-4-5-20251101", 5 + 25), ("claude-opus-4-1-20250805", 15 + 75), ("claude-3-opus-20240229", 15 + 75),
-    ("claude-haiku-4-5-20251001", 1 + 5), ("claude-3-5-haiku-20241022", 0.8 + 4), ("claude-3-haiku-20240307", 0.25 + 1.25),
-    ("claude-3-7-sonnet-20250219", 3 + 15), ("claude-sonnet-4-20250514", 3 + 15),
+    ("claude-fable-5-2", 8 + 40), ("claude-opus-5-5", 4 + 20), ("claude-opus-4-8", 5 + 25), ("claude-sonnet-5-5", 2 + 10),
+    ("claude-haiku-5-5", "0.6"), ("claude-opus-4-5-20251101", 5 + 25), ("claude-opus-4-1-20250805", 15 + 75),
+    ("claude-3-opus-20240229", 15 + 75), ("claude-haiku-4-5-20251001", 1 + 5), ("claude-3-5-haiku-20241022", "4.8"),
+    ("claude-3-haiku-20240307", "1.5"), ("claude-3-7-sonnet-20250219", 3 + 15), ("claude-sonnet-4-20250514", 3 + 15),
 ])
 def test_each_family_against_the_published_list(model, total):
-    [row] = price(usage(model, out=M))
-    assert row["total_cost_usd"] == pytest.approx(total)
+    [row] = price(usage(model, out=M, day=date(2026, 11, 20)))
+    assert row["total_cost_usd"] == D(total)
 
 
-def test_batch_is_half_of_every_token_rate_but_not_web_search():
+def test_cache_read_is_the_published_figure_not_a_multiplier():
+    """Opus 5.5 reads cache at $0.20 (0.05x input), Sonnet 5.5 from 2026-10-07 at $0.10 (before: $0.20)."""
+    [opus] = price(usage("claude-opus-5-5", uncached=0, read=M, day=date(2026, 11, 20)))
+    assert opus["cache_read_cost_usd"] == D("0.2")
+    before, after = price(usage("claude-sonnet-5-5", uncached=0, read=M, day=date(2026, 10, 6)),
+                          usage("claude-sonnet-5-5", uncached=0, read=M, day=date(2026, 10, 7)))
+    assert (before["cache_read_cost_usd"], after["cache_read_cost_usd"]) == (D("0.2"), D("0.1"))
+
+
+def test_batch_uses_the_published_batch_table_and_derives_only_where_none_is_published():
     [row] = price(usage("claude-haiku-4-5", tier="batch", uncached=M, read=M, w5=M, w1=M, out=M, searches=100))
-    assert row["total_cost_usd"] == pytest.approx((1 + 0.1 + 1.25 + 2 + 5) / 2 + 1.0)
-    assert row["price_version"] == "claude-haiku-4-5:batch@2025-10-15:derived"
+    assert row["total_cost_usd"] == D((1 + 0.1 + 1.25 + 2 + 5) / 2 + 1.0)  # web search is not discounted
+    assert row["price_version"] == "claude-haiku-4-5:batch@2025-10-15"
+    [old] = price(usage("claude-3-haiku-20240307", tier="batch", out=M))
+    assert old["total_cost_usd"] == D("0.75") and old["price_version"].endswith(":derived")
 
 
 def test_long_context_prices_every_token_at_long_context_rates():
     [row] = price(usage("claude-sonnet-4-20250514", window="200k-1M", uncached=M, read=M, w5=M, w1=M, out=M))
-    assert row["total_cost_usd"] == pytest.approx(6 + 0.6 + 7.5 + 12 + 22.5)
+    assert row["total_cost_usd"] == D(6 + 0.6 + 7.5 + 12 + 22.5)
     [batch] = price(usage("claude-sonnet-4-5", tier="batch", window="200k-1M", uncached=M, out=M))
-    assert batch["total_cost_usd"] == pytest.approx((6 + 22.5) / 2)
+    assert batch["total_cost_usd"] == D((6 + 22.5) / 2)
     [no_long] = price(usage("claude-haiku-4-5", window="200k-1M", out=M))
-    assert no_long["pricing_status"] == "UNPRICED" and math.isnan(no_long["total_cost_usd"])
+    assert no_long["pricing_status"] == "UNPRICED" and no_long["total_cost_usd"] is None
+
+
+def test_the_1m_window_premium_ends_when_the_book_says_so():
+    """Sonnet 4.6 charged $6/$22.50 over 200K until 2026-03-12; from 2026-03-13 the window is standard."""
+    before, after = price(usage("claude-sonnet-4-6", window="200k-1M", out=M, day=date(2026, 3, 12)),
+                          usage("claude-sonnet-4-6", window="200k-1M", out=M, day=date(2026, 3, 13)))
+    assert (before["total_cost_usd"], after["total_cost_usd"]) == (D("28.5"), D(18))
+    [fable] = price(usage("claude-fable-5-2", window="200k-1M", out=M, day=date(2026, 11, 20)))
+    assert fable["total_cost_usd"] == D(48) and fable["pricing_tier"] == "standard_long_context"
+
+
+def test_haiku_5_5_over_the_window_costs_five_times():
+    short, long = price(usage("claude-haiku-5-5", read=M, out=M, day=date(2026, 11, 20)),
+                        usage("claude-haiku-5-5", window="200k-1M", read=M, out=M, day=date(2026, 11, 20)))
+    assert short["total_cost_usd"] == D("0.61") and long["total_cost_usd"] == D("3.05")
+
+
+def test_us_inference_costs_1_1x_on_tokens_but_not_on_web_search():
+    [row] = price(usage("claude-opus-5-5", geo="us", uncached=M, out=M, searches=1000, day=date(2026, 11, 20)))
+    assert row["input_cost_usd"] == D("4.4") and row["output_cost_usd"] == D(22)
+    assert row["web_search_cost_usd"] == D(10) and row["price_multiplier"] == D("1.1")
+
+
+def test_fast_mode_is_its_own_table_and_unpublished_cache_rates_never_price_at_zero():
+    fast, fast_cached = price(usage("claude-opus-5-5", speed="fast", out=M, day=date(2026, 11, 20)),
+                              usage("claude-opus-5-5", speed="fast", read=M, day=date(2026, 11, 20)))
+    assert fast["total_cost_usd"] == D(48) and fast["pricing_tier"] == "fast"
+    assert fast_cached["pricing_status"] == "UNPRICED" and fast_cached["total_cost_usd"] is None
 
 
 def test_unknown_model_and_priority_tier_are_flagged_with_null_cost():
     unknown, priority = price(usage("claude-5-mystery"), usage("claude-sonnet-4-5", tier="priority"))
-    assert unknown["pricing_status"] == "UNPRICED" and math.isnan(unknown["total_cost_usd"])
-    assert priority["pricing_status"] == "PRIORITY_TIER" and math.isnan(priority["total_cost_usd"])
+    assert unknown["pricing_status"] == "UNPRICED" and unknown["total_cost_usd"] is None
+    assert priority["pricing_status"] == "PRIORITY_TIER" and priority["total_cost_usd"] is None
     assert priority["total_input_tokens"] == M
+
+
+def test_the_documents_example_result_is_carried_whole(simulator):
+    """The usage report's own example (reference sheet), through the client's row mapping and the pricer."""
+    example = {"uncached_input_tokens": 1500, "cache_creation": {"ephemeral_1h_input_tokens": 1000,
+               "ephemeral_5m_input_tokens": 500}, "cache_read_input_tokens": 200, "output_tokens": 500,
+               "server_tool_use": {"web_search_requests": 10}, "api_key_id": "apikey_01Rj2N8SVvo6BePZj99NhmiT",
+               "workspace_id": "wrkspc_01JwQvzr7rXLA5AGx3HKfFUJ", "model": "claude-sonnet-4-20250514",
+               "service_tier": "standard", "context_window": "0-200k"}
+    page = UsagePage.model_validate({"data": [{"starting_at": "2026-03-02T00:00:00Z", "ending_at": "2026-03-03T00:00:00Z",
+                                               "results": [example]}], "has_more": False, "next_page": None})
+    [row] = usage_rows(page, "acme", "r", NOW)
+    assert (row["cache_creation_1h_input_tokens"], row["cache_creation_5m_input_tokens"], row["web_search_requests"]) \
+        == (1000, 500, 10)
+    [priced] = price_anthropic_usage(pd.DataFrame([row]), PRICES, NOW).to_dict("records")
+    assert priced["total_input_tokens"] == 3200
+    # 1500x3 + 500x3.75 + 1000x6 + 200x0.3 + 500x15 per MTok, + 10 searches x $0.01
+    assert priced["total_cost_usd"] == D("0.119935")
 
 
 def _client(sim, key=KEY, retries=5):
@@ -141,7 +205,7 @@ def test_pipeline_two_orgs_one_rejected_totals_match_simulator_and_billing(setti
     monkeypatch.setattr("beam_pipelines.providers.http.time.sleep", lambda s: None)
     result = run_pipeline(settings, RunRequest("anthropic/usage_cost", orgs=["acme", "globex"], start_date=start, end_date=end))
     status = {r["org_slug"]: r for r in result.runs}
-    assert status["acme"]["status"] == "COMPLETED"
+    assert status["acme"]["status"] == "COMPLETED", status["acme"]["error_message"]
     assert status["globex"]["status"] == "FAILED" and "HTTP 401" in status["globex"]["error_message"]
     warehouse = LocalWarehouse(settings.warehouse_dir)
     assert warehouse.read_table("globex_dev", "anthropic_cost_daily") is None
@@ -164,4 +228,4 @@ def test_pipeline_two_orgs_one_rejected_totals_match_simulator_and_billing(setti
                           headers={"x-api-key": "sk-ant-admin01-sim-acme", "anthropic-version": "2023-06-01"}).json()
     billed = {date.fromisoformat(b["starting_at"][:10]): sum(float(r["amount"]) for r in b["results"]) / 100
               for b in report["data"]}
-    assert dict(ours) == pytest.approx(billed, abs=1e-4)
+    assert {day: float(cost) for day, cost in ours} == pytest.approx(billed, abs=1e-4)

@@ -39,11 +39,11 @@ def test_net_cost_per_day_equals_cost_plus_credits_from_the_export():
     assert flat.num_rows == export.num_rows
     credits = pc.list_flatten(export.column("credits"))
     independent_credits = pc.sum(pc.struct_field(credits, "amount")).as_py()
-    assert pc.sum(flat.column("credits_total")).as_py() == pytest.approx(independent_credits)
-    assert pc.sum(flat.column("net_cost")).as_py() == pytest.approx(pc.sum(export.column("cost")).as_py() + independent_credits)
+    assert float(pc.sum(flat.column("credits_total")).as_py()) == pytest.approx(independent_credits)
+    assert float(pc.sum(flat.column("net_cost")).as_py()) == pytest.approx(pc.sum(export.column("cost")).as_py() + independent_credits)
     eur = flat.filter(pc.equal(flat.column("currency"), "EUR"))
     assert eur.num_rows > 0
-    assert pc.sum(eur.column("cost_usd")).as_py() == pytest.approx(pc.sum(eur.column("cost")).as_py() / 0.92)
+    assert float(pc.sum(eur.column("cost_usd")).as_py()) == pytest.approx(float(pc.sum(eur.column("cost")).as_py()) / 0.92)
     assert set(flat.column("cost_type").to_pylist()) == {"regular", "tax", "adjustment", "rounding_error"}
     assert json.loads(flat.column("project_labels")[0].as_py()) is not None
     assert pc.min(flat.column("usage_date")).as_py() == DAY
@@ -58,6 +58,7 @@ def test_newer_and_older_export_shapes_do_not_break_it():
     out = flatten(older, "acme", "r", NOW)
     assert out.column("cost_at_list").null_count == 200
     assert pc.sum(out.column("credits_total")).as_py() == 0
+    assert out.column("cost").type == pa.decimal128(38, 9), "money is exact NUMERIC, never FLOAT64"
     assert out.column("labels").to_pylist()[0] == "[]"
     with pytest.raises(ProviderError, match=r"lacks required field\(s\) \['cost'\]"):
         flatten(export.drop_columns(["cost"]), "acme", "r", NOW)
@@ -90,7 +91,7 @@ def test_late_rows_land_without_duplicating_earlier_ones(settings, tmp_path):
     expected = final.filter(pc.equal(pc.cast(final.column("usage_start_time"), pa.date32()), pa.scalar(DAY, pa.date32())))
     got = _rows_for(warehouse, "acme", DAY)
     assert len(got) == expected.num_rows > early
-    assert sum(r[1] for r in got) == pytest.approx(pc.sum(expected.column("cost")).as_py())
+    assert float(sum(r[1] for r in got)) == pytest.approx(pc.sum(expected.column("cost")).as_py())
     assert len({r[0] for r in got}) == len(got), "no row twice"
     assert not list((settings.home / "staging").glob("*/*")), "staged batches are removed after the load"
 
@@ -248,7 +249,7 @@ def test_worker_identity_reads_the_customers_export_on_bigquery(settings, bq_env
     expected = export.filter(pc.equal(pc.cast(export.column("usage_start_time"), pa.date32()), DAY))
     got = _rows_for(LocalWarehouse(settings.warehouse_dir), "acme", DAY)
     assert len(got) == expected.num_rows
-    assert sum(r[1] for r in got) == pytest.approx(pc.sum(expected.column("cost")).as_py())
+    assert float(sum(r[1] for r in got)) == pytest.approx(pc.sum(expected.column("cost")).as_py())
     assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 
 import apache_beam as beam
 import pytest
-import requests
 
 from beam_pipelines.config.loader import load_pipeline
 from beam_pipelines.dev.seed import seed_org
@@ -14,11 +14,11 @@ from beam_pipelines.metastore import MetastoreSpec
 from beam_pipelines.pipeline import run as run_module
 from beam_pipelines.pipeline.compiler import compile_pipeline
 from beam_pipelines.pipeline.run import RunRequest, plan_runs, run_pipeline
-from beam_pipelines.providers.openai import unix
 from beam_pipelines.testing.simulator import openai_data
 from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.warehouse.local import LocalWarehouse
 from tests.conftest import CONFIGS
+from tests.provider_bills import openai_bill
 
 PIPELINE = "openai/cost/usage_cost"
 
@@ -65,17 +65,17 @@ def test_warehouse_totals_match_the_simulator_and_reruns_are_identical(settings,
 
 
 def test_costs_match_the_providers_billing(settings, simulator, past_days):
+    """Per day and model, to the cent fraction, for everything the usage API shows (long prompts aside)."""
     start, end = past_days
     seed_org(settings, "acme")
     run(settings, ["acme"], start, end)
-    ours = dict(query(settings, "SELECT usage_date, SUM(total_cost_usd) FROM acme_dev.openai_cost_daily"
-                                " WHERE pricing_status = 'PRICED' GROUP BY 1"))
-    params = {"start_time": unix(start), "end_time": unix(end + timedelta(days=1))}
-    billed = requests.get(f"{simulator.openai_base_url}/organization/costs", params=params, timeout=10,
-                          headers={"Authorization": "Bearer sk-admin-sim-acme"}).json()
-    for bucket in billed["data"]:
-        day = datetime.fromtimestamp(bucket["start_time"], timezone.utc).date()
-        assert ours[day] == pytest.approx(sum(r["amount"]["value"] for r in bucket["results"]), abs=1e-4)
+    ours = dict(((day, model), cost) for day, model, cost in query(
+        settings, "SELECT usage_date, model, SUM(total_cost_usd) FROM acme_dev.openai_cost_daily"
+                  " WHERE pricing_status = 'PRICED' GROUP BY 1, 2"))
+    billed = openai_bill(simulator.openai_base_url, "sk-admin-sim-acme", start, end)
+    assert set(ours) == set(billed) and len(billed) > 7 * 5
+    for key, (listed, _long_prompts) in billed.items():
+        assert float(ours[key]) == pytest.approx(listed, abs=1e-4), key
 
 
 def test_unknown_model_is_flagged_never_zero(settings, past_days):
@@ -152,18 +152,18 @@ def test_an_empty_answer_never_wipes_a_populated_day(settings, simulator, past_d
     start, end = past_days
     seed_org(settings, "acme")
     first = run(settings, ["acme"], start, end)
-    totals = query(settings, "SELECT usage_date, COUNT(*), ROUND(SUM(total_cost_usd), 6) FROM acme_dev.openai_cost_daily"
+    totals = query(settings, "SELECT usage_date, COUNT(*), SUM(total_cost_usd) FROM acme_dev.openai_cost_daily"
                              " GROUP BY 1 ORDER BY 1")
     simulator.faults.add("sk-admin-sim-acme", ["empty"])
     second = run(settings, ["acme"], start, end)
     assert second.runs[0]["status"] == "COMPLETED" and second.runs[0]["rows_written"] == 0
-    assert query(settings, "SELECT usage_date, COUNT(*), ROUND(SUM(total_cost_usd), 6) FROM acme_dev.openai_cost_daily"
+    assert query(settings, "SELECT usage_date, COUNT(*), SUM(total_cost_usd) FROM acme_dev.openai_cost_daily"
                            " GROUP BY 1 ORDER BY 1") == totals
     kept = second.runs[0]["outcome"]["kept"]
     assert sorted({(k["table"], k["day"]) for k in kept}) == sorted(
         (t, d.isoformat()) for t in ("openai_cost_daily", "openai_usage_daily_raw") for d in days(start, end))
     cost_day = next(k for k in kept if k["table"] == "openai_cost_daily" and k["day"] == start.isoformat())
-    assert (cost_day["rows"], float(cost_day["cost_usd"])) == (totals[0][1], pytest.approx(totals[0][2]))
+    assert (cost_day["rows"], Decimal(str(cost_day["cost_usd"]))) == (totals[0][1], totals[0][2])
     results = MetastoreSpec.from_settings(settings).open().list_dq_results(second.runs[0]["pipeline_logging_id"])
     warnings = [r for r in results if r["expectation_type"] == "expect_populated_day_not_emptied"]
     assert len(warnings) == 2 * len(days(start, end)) and all(r["severity"] == "warning" for r in warnings)

@@ -5,7 +5,7 @@ import base64
 import ipaddress
 import json
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import apache_beam as beam
 import google_crc32c
@@ -27,6 +27,8 @@ from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.errors import ConfigError
 from beam_pipelines.metastore import MetastoreSpec
 from beam_pipelines.pipeline.run import RunRequest, run_pipeline
+from beam_pipelines.pricing.openai_cost import price_openai_usage
+from beam_pipelines.pricing.price_list import load_price_list
 from beam_pipelines.quality.suite import Expectation, Suite, evaluate, load_suite
 from beam_pipelines.registry import lookup
 from beam_pipelines.secrets.service_secrets import resolve_secret
@@ -80,11 +82,12 @@ def test_validate_step_fails_an_org_with_a_broken_row(settings):
     step = next(s for s in loaded.config.steps if s.ps_type == "data_quality.validate")
     entry = lookup(step.ps_type)
     ctx = RunContext.from_settings(settings, loaded, datetime.now(timezone.utc))
-    good = pd.DataFrame([{"usage_date": "2026-03-02", "org_slug": "acme", "row_key": "k1", "model": "gpt-5",
-                          "input_tokens": 10, "input_cached_tokens": 0, "input_uncached_tokens": 10, "output_tokens": 1,
-                          "num_model_requests": 1, "total_cost_usd": 1.0, "input_cost_usd": 1.0, "cached_input_cost_usd": 0.0,
-                          "output_cost_usd": 0.0, "audio_cost_usd": 0.0, "project_id": "p", "api_key_id": "a", "batch": False,
-                          "service_tier": "default", "pricing_status": "PRICED"}])
+    raw = pd.DataFrame([{"usage_date": date(2026, 3, 2), "org_slug": "acme", "row_key": "k1", "run_id": "run-a",
+                         "model": "gpt-5", "input_tokens": 10, "input_cached_tokens": 0, "output_tokens": 1,
+                         "num_model_requests": 1, "project_id": "p", "api_key_id": "a", "batch": False,
+                         "service_tier": "default"}])
+    good = price_openai_usage(raw, load_price_list(CONFIGS / "openai/seed/data/default_pricing.csv"),
+                              datetime.now(timezone.utc))
     broken = good.assign(row_key="k2", output_tokens=-5, project_id="p2")
     p = BeamTestPipeline(runner="FnApiRunner")
     batches = p | beam.Create([OrgBatch("acme", "run-a", good), OrgBatch("globex", "run-g", pd.concat([good, broken]))])

@@ -1,7 +1,9 @@
 """Seed tables (customised rows survive) and prorated monthly subscription costs."""
 from __future__ import annotations
 
+import csv
 from datetime import date, datetime, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import pandas as pd
 import pyarrow as pa
@@ -36,13 +38,14 @@ def test_prorated_monthly_cost_by_hand():
     rows = monthly_subscription_rows(subs, "acme", "r", date(2026, 3, 5), date(2026, 5, 2), NOW)
     got = {(r["month_start"].isoformat(), r["subscription_id"]): (r["active_days"], r["prorated_cost_usd"])
            for r in rows.to_dict("records")}
-    assert got == {
-        ("2026-03-01", "team"): (21, pytest.approx(10 * 30 * 21 / 31)),
-        ("2026-03-01", "ent"): (31, pytest.approx(240.0)),
-        ("2026-04-01", "team"): (30, pytest.approx(300.0)),
-        ("2026-04-01", "ent"): (15, pytest.approx(4 * 60 * 15 / 30)),
-        ("2026-05-01", "team"): (31, pytest.approx(300.0)),
+    assert got == {  # exact: seats x price x active days / days in month, rounded once half-to-even
+        ("2026-03-01", "team"): (21, Decimal("203.225806452")),  # 6300 / 31 = 203.2258064516...
+        ("2026-03-01", "ent"): (31, Decimal(240)),
+        ("2026-04-01", "team"): (30, Decimal(300)),
+        ("2026-04-01", "ent"): (15, Decimal(120)),
+        ("2026-05-01", "team"): (31, Decimal(300)),
     }
+    assert all(isinstance(v, Decimal) for _, v in got.values())
 
 
 def test_merge_keeps_custom_rows_and_refreshes_defaults():
@@ -74,7 +77,8 @@ def test_seeded_org_gets_expected_monthly_totals_and_custom_prices_are_used(twin
                             to_arrow(subs, schema, "openai_subscriptions"))
     pricing = warehouse.read_table("acme_dev", "openai_model_pricing").to_pandas()
     custom = pricing[(pricing["model"] == "gpt-5") & (pricing["service_tier"] == "default")].copy()
-    custom[["input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok", "is_custom"]] = [1.0, 8.0, 0.1, True]
+    custom[["input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok", "is_custom"]] = \
+        [Decimal(1), Decimal(8), Decimal("0.1"), True]
     pricing = pd.concat([pricing.drop(custom.index), custom], ignore_index=True)
     price_schema = load_schema(CONFIGS / "openai/seed/schemas/openai_model_pricing.json")
     warehouse.replace_table("acme_dev", TableSpec("openai_model_pricing", price_schema, None),
@@ -87,7 +91,7 @@ def test_seeded_org_gets_expected_monthly_totals_and_custom_prices_are_used(twin
     run(settings, "openai/subscriptions", date(2026, 3, 1), date(2026, 4, 30))
     _, rows = warehouse.query("SELECT month_start, SUM(prorated_cost_usd) FROM acme_dev.openai_subscriptions_monthly"
                               " GROUP BY month_start ORDER BY month_start")
-    assert rows == [(date(2026, 3, 1), 12 * 30.0 + 2 * 20.0), (date(2026, 4, 1), 12 * 30.0 + 2 * 20.0)]
+    assert rows == [(date(2026, 3, 1), Decimal(12 * 30 + 2 * 20)), (date(2026, 4, 1), Decimal(12 * 30 + 2 * 20))]
 
     run(settings, "openai/cost/usage_cost", past_days[0], past_days[0])
     _, priced = warehouse.query("SELECT DISTINCT price_version FROM acme_dev.openai_cost_daily WHERE price_model = 'gpt-5'"
@@ -97,8 +101,8 @@ def test_seeded_org_gets_expected_monthly_totals_and_custom_prices_are_used(twin
                               " output_cost_usd, cached_input_cost_usd FROM acme_dev.openai_cost_daily"
                               " WHERE price_model = 'gpt-5' AND pricing_tier = 'default' LIMIT 1")
     uncached, output, cached, input_cost, output_cost, cached_cost = cost[0]
-    assert input_cost == pytest.approx(uncached * 1.0 / 1e6) and output_cost == pytest.approx(output * 8.0 / 1e6)
-    assert cached_cost == pytest.approx(cached * 0.1 / 1e6)
+    assert input_cost == Decimal(uncached) / 10**6 and output_cost == Decimal(output * 8) / 10**6
+    assert cached_cost == (Decimal(cached) / 10**7).quantize(Decimal("1e-9"), ROUND_HALF_EVEN)
 
 
 def test_anthropic_seed_loads_its_tables(twin_settings):
@@ -106,6 +110,7 @@ def test_anthropic_seed_loads_its_tables(twin_settings):
     seed_org(settings, "acme")
     run(settings, "anthropic/seed/seed_csv", date(2026, 3, 1), date(2026, 3, 1))
     warehouse = WarehouseSpec.from_settings(settings).open()
-    assert warehouse.read_table("acme_dev", "anthropic_model_pricing").num_rows == 14
+    with (CONFIGS / "anthropic/seed/data/default_pricing.csv").open() as fh:
+        assert warehouse.read_table("acme_dev", "anthropic_model_pricing").num_rows == len(list(csv.DictReader(fh)))
     assert "claude-team" in warehouse.read_table("acme_dev", "anthropic_subscriptions").column("subscription_id").to_pylist()
     assert isinstance(warehouse.read_table("acme_dev", "anthropic_model_pricing"), pa.Table)

@@ -49,8 +49,9 @@ class LoadOptions(StrictModel):
 
 class AnthropicUsageOptions(HttpFetchOptions):
     bucket_width: Literal["1d"] = "1d"
-    group_by: tuple[Literal["model", "workspace_id", "api_key_id", "service_tier", "context_window"], ...] = (
-        "model", "workspace_id", "api_key_id", "service_tier", "context_window",
+    group_by: tuple[Literal["model", "workspace_id", "api_key_id", "service_tier", "context_window", "inference_geo",
+                            "speed"], ...] = (
+        "model", "workspace_id", "api_key_id", "service_tier", "context_window", "inference_geo", "speed",
     )
 
 

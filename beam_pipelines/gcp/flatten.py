@@ -7,6 +7,11 @@ breaks the load. Only ``usage_start_time`` and ``cost`` are indispensable.
     credits_total = sum(credits.amount)         (credits are negative)
     net_cost      = cost + credits_total
     *_usd         = value / currency_conversion_rate   (the export's rate: cost ÷ rate = USD)
+
+Money is converted once, here, from the export's FLOAT64 to DECIMAL(38, 9) (BigQuery NUMERIC):
+each amount (cost, each credit, cost_at_list) is rounded to the nearest nano-unit, then sums are
+exact decimal sums. A USD figure is the amount divided by the export's rate, rounded to the nearest
+nano-dollar; ``net_cost_usd`` is ``cost_usd + credits_total_usd``, so the parts always add up.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import pyarrow as pa
 from beam_pipelines.errors import ProviderError
 from beam_pipelines.gcp.config import FlattenOptions
 
+MONEY = "DECIMAL(38, 9)"
 SIMPLE = (  # (output column, source path, DuckDB type)
     ("billing_account_id", "billing_account_id", "VARCHAR"),
     ("service_id", "service.id", "VARCHAR"),
@@ -36,7 +42,7 @@ SIMPLE = (  # (output column, source path, DuckDB type)
     ("usage_unit", "usage.unit", "VARCHAR"),
     ("usage_amount_in_pricing_units", "usage.amount_in_pricing_units", "DOUBLE"),
     ("usage_pricing_unit", "usage.pricing_unit", "VARCHAR"),
-    ("cost_at_list", "cost_at_list", "DOUBLE"),
+    ("cost_at_list", "cost_at_list", "DECIMAL(38, 9)"),
     ("currency", "currency", "VARCHAR"),
     ("currency_conversion_rate", "currency_conversion_rate", "DOUBLE"),
     ("cost_type", "cost_type", "VARCHAR"),
@@ -72,8 +78,8 @@ def flatten_sql(schema: pa.Schema, options: FlattenOptions | None = None) -> str
     missing = [f for f in options.required_fields if not _has(schema, f)]
     if missing:
         raise ProviderError("gcp", f"billing export lacks required field(s) {missing}")
-    credits = ("COALESCE(list_sum(list_transform(credits, lambda c: c.amount)), 0.0)"
-               if _has(schema, "credits") else "0.0")
+    credits = (f"COALESCE(list_sum(list_transform(credits, lambda c: CAST(c.amount AS {MONEY}))), 0)"
+               if _has(schema, "credits") else "0")
     columns = {
         "usage_date": "CAST(usage_start_time AS DATE)",
         "org_slug": "$org_slug",
@@ -81,19 +87,19 @@ def flatten_sql(schema: pa.Schema, options: FlattenOptions | None = None) -> str
         "row_key": "printf('%016x', hash($org_slug, export))",
         "usage_start_time": "CAST(usage_start_time AS TIMESTAMPTZ)",
         **{column: _json(schema, path) for column, path in options.json_fields.items()},
-        "cost": "CAST(cost AS DOUBLE)",
-        "credits_total": f"CAST({credits} AS DOUBLE)",
+        "cost": f"CAST(cost AS {MONEY})",
+        "credits_total": f"CAST({credits} AS {MONEY})",
         "loaded_at": "$loaded_at",
     }
     for name, path, kind in SIMPLE:
         columns[name] = f"CAST({_ref(path)} AS {kind})" if _has(schema, path) else f"CAST(NULL AS {kind})"
     rate = "NULLIF(currency_conversion_rate, 0)" if _has(schema, "currency_conversion_rate") else "NULL"
     inner = ", ".join(f"{expr} AS {name}" for name, expr in columns.items())
-    return (
-        f"SELECT *, cost + credits_total AS net_cost, cost / {rate} AS cost_usd,"
-        f" credits_total / {rate} AS credits_total_usd, (cost + credits_total) / {rate} AS net_cost_usd"
-        f" FROM (SELECT {inner} FROM export)"
-    )
+    usd = (f"SELECT *, CAST(cost + credits_total AS {MONEY}) AS net_cost,"
+           f" CAST(CAST(cost AS DOUBLE) / {rate} AS {MONEY}) AS cost_usd,"
+           f" CAST(CAST(credits_total AS DOUBLE) / {rate} AS {MONEY}) AS credits_total_usd"
+           f" FROM (SELECT {inner} FROM export)")
+    return f"SELECT *, CAST(cost_usd + credits_total_usd AS {MONEY}) AS net_cost_usd FROM ({usd})"
 
 
 class Flattener:

@@ -8,10 +8,14 @@ Rules (shared by every token-priced provider):
 - an org's override for the same model and tier wins over the default list;
 - a batch tier that is not listed (or lists only some rates) is derived at 50% of its standard
   tier's per-token rates (the providers' published rule; per-request fees are not discounted);
+- a tier that is not listed may be listed under an alias (OpenAI's usage API reports Fast mode as
+  ``priority`` for some model families and ``fast`` for others);
+- a row with no rate at all withdraws the tier from its ``effective_from`` on;
 - anything else with no row is *unpriced*: callers must record a NULL cost, never 0.
 
 Rates are keyed by their CSV column, which carries the unit: ``input_usd_per_mtok`` (USD per
-million tokens), ``web_search_usd_per_request``.
+million tokens), ``web_search_usd_per_request``. They are exact ``Decimal`` values (at most six
+decimals); other columns (sources, notes) are kept with the row but take no part in pricing.
 """
 from __future__ import annotations
 
@@ -20,15 +24,17 @@ import csv
 import re
 from dataclasses import dataclass, field, replace
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 from beam_pipelines.errors import ConfigError
+from beam_pipelines.pricing.money import RateError, parse_rate
 
 DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
 KEY_COLUMNS = ("model", "service_tier", "effective_from")
 RATE_SUFFIXES = ("_usd_per_mtok", "_usd_per_request")
-REQUIRED_RATES = ("input_usd_per_mtok", "output_usd_per_mtok")
-BATCH_DISCOUNT = 0.5
+REQUIRED_RATES = ("input_usd_per_mtok",)  # image models list no text output rate
+BATCH_DISCOUNT = Decimal("0.5")
 OPENAI_BATCH_TIERS = {"batch": "default"}
 
 
@@ -37,11 +43,11 @@ class TokenPrice:
     model: str
     tier: str
     effective_from: date
-    rates: dict[str, float | None] = field(default_factory=dict)
+    rates: dict[str, Decimal | None] = field(default_factory=dict)
     org_slug: str | None = None
     derived: bool = False
 
-    def rate(self, column: str) -> float | None:
+    def rate(self, column: str) -> Decimal | None:
         return self.rates.get(column)
 
     @property
@@ -71,8 +77,10 @@ class PriceList:
     ``batch_tiers`` maps each discounted tier to the standard tier it derives from.
     """
 
-    def __init__(self, prices: list[TokenPrice], batch_tiers: dict[str, str] | None = None):
+    def __init__(self, prices: list[TokenPrice], batch_tiers: dict[str, str] | None = None,
+                 tier_aliases: dict[str, str] | None = None):
         self.batch_tiers = dict(OPENAI_BATCH_TIERS if batch_tiers is None else batch_tiers)
+        self.tier_aliases = dict(tier_aliases or {})
         self._rows: dict[tuple[str | None, str, str], list[TokenPrice]] = {}
         for price in prices:
             self._rows.setdefault((price.org_slug, price.model, price.tier), []).append(price)
@@ -93,7 +101,7 @@ class PriceList:
         return set(self._models)
 
     def with_overrides(self, overrides: list[TokenPrice]) -> PriceList:
-        return PriceList(self.all_prices() + list(overrides), self.batch_tiers)
+        return PriceList(self.all_prices() + list(overrides), self.batch_tiers, self.tier_aliases)
 
     def resolve_model(self, model: str | None) -> str | None:
         """The price-list model a usage model bills as, or None when it has no price."""
@@ -109,10 +117,16 @@ class PriceList:
         if not rows:
             return None
         index = bisect.bisect_right([p.effective_from for p in rows], day) - 1
-        return rows[index] if index >= 0 else None
+        if index < 0 or not any(v is not None for v in rows[index].rates.values()):
+            return None  # not yet listed, or withdrawn from that day (a row without any rate)
+        return rows[index]
 
     def _first(self, owners, model: str, tier: str, day: date) -> TokenPrice | None:
-        return next((p for o in owners if (p := self._effective(o, model, tier, day))), None)
+        for name in (tier, self.tier_aliases.get(tier)):
+            found = next((p for o in owners if name and (p := self._effective(o, model, name, day))), None)
+            if found is not None:
+                return found
+        return None
 
     def lookup(self, model: str | None, tier: str, day: date, org_slug: str | None = None) -> TokenPrice | None:
         price_model = self.resolve_model(model)
@@ -133,25 +147,22 @@ class PriceList:
         return replace(found, rates={**found.rates, **gaps}) if gaps else found
 
 
-def _number(value: str, source: str, line: int, column: str, required: bool) -> float | None:
+def _number(value: str, source: str, line: int, column: str, required: bool) -> Decimal | None:
     value = (value or "").strip()
     if not value:
         if required:
             raise ConfigError(f"{source}: line {line}: {column}: required")
         return None
     try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{source}: line {line}: {column}: not a number: {value!r}") from None
-    if number < 0 or number != number:
-        raise ConfigError(f"{source}: line {line}: {column}: must be >= 0, got {value!r}")
-    return number
+        return parse_rate(value)
+    except RateError as exc:
+        raise ConfigError(f"{source}: line {line}: {column}: {exc}") from None
 
 
 def parse_price_rows(rows: list[dict], source: str, org_slug: str | None = None) -> list[TokenPrice]:
     prices = []
     for line, row in enumerate(rows, start=2):
-        missing = [c for c in KEY_COLUMNS + REQUIRED_RATES if c not in row]
+        missing = [c for c in (*KEY_COLUMNS, *REQUIRED_RATES) if c not in row]
         if missing:
             raise ConfigError(f"{source}: missing column(s) {missing}")
         model = (row["model"] or "").strip()
@@ -164,16 +175,16 @@ def parse_price_rows(rows: list[dict], source: str, org_slug: str | None = None)
             raise ConfigError(
                 f"{source}: line {line}: effective_from: not a YYYY-MM-DD date: {row['effective_from']!r}"
             ) from None
-        rates = {
-            column: _number(str(row.get(column) or ""), source, line, column, column in REQUIRED_RATES)
-            for column in row
-            if column and column.endswith(RATE_SUFFIXES)
-        }
+        columns = [c for c in row if c and c.endswith(RATE_SUFFIXES)]
+        withdrawn = all(not str(row.get(c) or "").strip() for c in columns)  # no rate at all: not offered from then
+        rates = {column: _number(str(row.get(column) or ""), source, line, column,
+                                 column in REQUIRED_RATES and not withdrawn) for column in columns}
         prices.append(TokenPrice(model, tier, effective, rates, org_slug))
     return prices
 
 
-def load_price_list(path: Path, display: str | None = None, batch_tiers: dict[str, str] | None = None) -> PriceList:
+def load_price_list(path: Path, display: str | None = None, batch_tiers: dict[str, str] | None = None,
+                    tier_aliases: dict[str, str] | None = None) -> PriceList:
     source = display or path.name
     try:
         with path.open(newline="") as fh:
@@ -182,4 +193,4 @@ def load_price_list(path: Path, display: str | None = None, batch_tiers: dict[st
         raise ConfigError(f"{source}: cannot read price list: {exc.strerror}") from None
     if not rows:
         raise ConfigError(f"{source}: price list has no rows")
-    return PriceList(parse_price_rows(rows, source), batch_tiers)
+    return PriceList(parse_price_rows(rows, source), batch_tiers, tier_aliases)

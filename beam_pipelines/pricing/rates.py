@@ -1,7 +1,9 @@
 """Broadcast price-list rates onto a batch of usage rows.
 
-Each distinct (org, model, tier, day) is looked up once; the result is broadcast back to the
-rows by group code, so pricing a batch costs a handful of lookups plus numpy arithmetic.
+Each distinct (org, model, tier, day) is looked up once; the result is broadcast back to the rows
+by group code, so pricing a batch costs a handful of lookups plus array arithmetic. Rates arrive
+as exact integers: pico-dollars per token for ``*_usd_per_mtok`` columns, nano-dollars per request
+for ``*_usd_per_request`` ones; a missing rate is ``None``, never 0.
 """
 from __future__ import annotations
 
@@ -10,12 +12,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from beam_pipelines.pricing.money import pico_per_token
 from beam_pipelines.pricing.price_list import PriceList
+
+
+def _unit(column: str, value):
+    if value is None:
+        return None
+    if column.endswith("_usd_per_request"):  # $ per request → pico-dollars per request
+        return int(value.scaleb(12))
+    return pico_per_token(value)
 
 
 @dataclass
 class RowRates:
-    rates: dict[str, np.ndarray]  # column → float array (NaN where unpriced or not listed)
+    rates: dict[str, np.ndarray]  # column → object array of integer pico-dollars per unit, or None
     priced: np.ndarray  # bool
     price_model: np.ndarray  # object
     price_version: np.ndarray  # object
@@ -23,7 +34,7 @@ class RowRates:
     def rate(self, column: str, fallback: str | None = None) -> np.ndarray:
         values = self.rates[column]
         if fallback is not None:
-            values = np.where(np.isnan(values), self.rates[fallback], values)
+            values = np.where(np.equal(values, None), self.rate(fallback), values)
         return values
 
 
@@ -34,8 +45,9 @@ def lookup_rates(prices: PriceList, org: pd.Series, model: pd.Series, tier: np.n
     found = [prices.lookup(k.model, k.tier, k.day, org_slug=k.org) for k in keys.drop_duplicates().itertuples(index=False)]
     rates = {}
     for column in columns:
-        values = [np.nan if p is None or p.rate(column) is None else p.rate(column) for p in found]
-        rates[column] = np.asarray(values, dtype=float)[codes]
+        values = np.empty(len(found), dtype=object)
+        values[:] = [None if p is None else _unit(column, p.rate(column)) for p in found]
+        rates[column] = values[codes] if len(codes) else np.empty(0, dtype=object)
     return RowRates(
         rates=rates,
         priced=np.asarray([p is not None for p in found], dtype=bool)[codes],
@@ -48,3 +60,10 @@ def counts(frame: pd.DataFrame, column: str) -> np.ndarray:
     if column not in frame:
         return np.zeros(len(frame), dtype=np.int64)
     return frame[column].fillna(0).to_numpy(dtype=np.int64)
+
+
+def present(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """Whether the provider reported the column (not merely zero) on each row."""
+    if column not in frame:
+        return np.zeros(len(frame), dtype=bool)
+    return frame[column].notna().to_numpy()

@@ -18,7 +18,8 @@ from beam_pipelines.rows import row_key
 
 USAGE_PATH = "/v1/organizations/usage_report/messages"
 API_VERSION = "2023-06-01"
-GROUP_FIELDS = ("model", "workspace_id", "api_key_id", "service_tier", "context_window")
+GROUP_FIELDS = ("model", "workspace_id", "api_key_id", "service_tier", "context_window", "inference_geo", "speed")
+FAST_MODE_BETA = "fast-mode-2026-02-01"  # grouping by speed needs it
 SPEND_LIMIT_MARKERS = ("spend limit", "spending limit", "usage limit", "credit balance")
 
 
@@ -46,6 +47,8 @@ class MessagesUsageResult(_Model):
     api_key_id: str | None = None
     service_tier: str | None = None
     context_window: str | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
 
 
 class UsageBucket(_Model):
@@ -80,7 +83,7 @@ class AnthropicUsageClient(ProviderClient):
         return f"AnthropicUsageClient(base_url={self.base_url!r})"
 
     def auth_headers(self) -> dict[str, str]:
-        return {"x-api-key": self._admin_key, "anthropic-version": API_VERSION}
+        return {"x-api-key": self._admin_key, "anthropic-version": API_VERSION, "anthropic-beta": FAST_MODE_BETA}
 
     def is_transient(self, response: requests.Response, message: str) -> bool:
         if response.status_code == 429 and any(m in message.lower() for m in SPEND_LIMIT_MARKERS):
@@ -117,6 +120,8 @@ def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime)
                 "api_key_id": r.api_key_id,
                 "service_tier": r.service_tier,
                 "context_window": r.context_window,
+                "inference_geo": r.inference_geo,
+                "speed": r.speed,
                 "uncached_input_tokens": r.uncached_input_tokens,
                 "cache_read_input_tokens": r.cache_read_input_tokens,
                 "cache_creation_5m_input_tokens": cache.ephemeral_5m_input_tokens,

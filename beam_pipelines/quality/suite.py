@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -80,14 +81,21 @@ def _not_in_set(df: pd.DataFrame, column: str, value_set: list, report_column: s
     return hits.empty, observed
 
 
+def _exact(series: pd.Series) -> pd.Series:
+    """Money columns hold Decimal: compare them exactly; other numbers as numbers."""
+    if series.dtype == object:
+        return series.map(lambda v: None if v is None or v != v else Decimal(str(v)))
+    return pd.to_numeric(series, errors="coerce")
+
+
 def _sum_of_columns(df: pd.DataFrame, column: str, sum_columns: list[str], tolerance: float = 1e-6,
                     ignore_null: bool = True) -> tuple[bool, object]:
-    total = pd.to_numeric(df[column], errors="coerce")
-    parts = sum(pd.to_numeric(df[c], errors="coerce").fillna(0.0) for c in sum_columns)
+    total = _exact(df[column])
+    parts = sum(_exact(df[c]).fillna(0) for c in sum_columns)
     mask = total.notna() if ignore_null else pd.Series(True, index=df.index)
-    diff = (total - parts).abs()[mask]
-    bad = diff > tolerance
-    return not bad.any(), {"unexpected_count": int(bad.sum()), "max_difference": float(diff.max()) if len(diff) else 0.0}
+    diff = (total - parts)[mask].map(abs)
+    bad = diff > Decimal(str(tolerance)) if diff.dtype == object else diff > tolerance
+    return not bad.any(), {"unexpected_count": int(bad.sum()), "max_difference": str(diff.max()) if len(diff) else "0"}
 
 
 CHECKS: dict[str, Callable] = {

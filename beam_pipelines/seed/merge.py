@@ -4,6 +4,7 @@ from __future__ import annotations
 import calendar
 import csv
 from datetime import date, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +12,8 @@ import pyarrow as pa
 
 from beam_pipelines.config.schema import TableSchema
 from beam_pipelines.errors import ConfigError
+from beam_pipelines.pricing.money import SCALE as NANO
+from beam_pipelines.pricing.money import as_decimal
 from beam_pipelines.rows import row_key
 from beam_pipelines.warehouse.arrow_schema import arrow_schema
 
@@ -32,9 +35,11 @@ def read_seed_csv(path: Path, display: str, schema: TableSchema, updated_at: dat
                 columns[field.name] = [None if v is None else int(v) for v in raw]
             elif pa.types.is_floating(field.type):
                 columns[field.name] = [None if v is None else float(v) for v in raw]
+            elif pa.types.is_decimal(field.type):
+                columns[field.name] = [None if v is None else Decimal(v) for v in raw]
             else:
                 columns[field.name] = raw
-        except ValueError as exc:
+        except (ValueError, ArithmeticError) as exc:
             raise ConfigError(f"{display}: column {field.name}: {exc}") from None
     frame = pd.DataFrame(columns)
     frame["is_custom"] = False
@@ -75,13 +80,14 @@ def monthly_subscription_rows(subscriptions: pd.DataFrame, org_slug: str, run_id
             active = (last - first).days + 1
             if active <= 0 or not sub["seats"]:
                 continue
+            price = as_decimal(sub["unit_price_usd"])
             rows.append({
                 "month_start": month, "org_slug": org_slug, "run_id": run_id,
                 "row_key": row_key(org_slug, month, sub["subscription_id"]), "subscription_id": sub["subscription_id"],
                 "product": sub["product"], "plan_name": sub["plan_name"], "seats": int(sub["seats"]),
-                "unit_price_usd": float(sub["unit_price_usd"]), "billing_period": sub["billing_period"],
+                "unit_price_usd": price, "billing_period": sub["billing_period"],
                 "active_days": active, "days_in_month": days_in_month,
-                "prorated_cost_usd": round(int(sub["seats"]) * float(sub["unit_price_usd"]) * active / days_in_month, 6),
+                "prorated_cost_usd": (int(sub["seats"]) * price * active / days_in_month).quantize(NANO, ROUND_HALF_EVEN),
                 "loaded_at": loaded_at,
             })
     return pd.DataFrame(rows)

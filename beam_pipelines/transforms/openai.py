@@ -1,7 +1,7 @@
 """OpenAI steps: ``openai.usage`` (extract) and ``openai.cost`` (price)."""
 from __future__ import annotations
 
-from beam_pipelines.pricing.openai_cost import price_openai_usage
+from beam_pipelines.pricing.openai_cost import TIER_ALIASES, price_openai_usage
 from beam_pipelines.providers.openai import OpenAIUsageClient, usage_rows
 from beam_pipelines.transforms.usage import ExtractUsage, PagedUsageFetcher, PriceTokenUsage
 
@@ -21,4 +21,5 @@ class ExtractOpenAIUsage(ExtractUsage):
 
 class PriceOpenAIUsage(PriceTokenUsage):
     provider = "openai"
+    tier_aliases = TIER_ALIASES
     price_fn = staticmethod(price_openai_usage)

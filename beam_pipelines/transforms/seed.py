@@ -90,7 +90,7 @@ class _Subscriptions(_OrgTablesDoFn):
             yield OrgBatch(item.org_slug, item.run_id, rows)
         yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(
             item.run_id, item.org_slug, rows=len(rows), started_at=started,
-            cost_usd=float(rows["prorated_cost_usd"].sum()) if len(rows) else 0.0))
+            cost_usd=sum(rows["prorated_cost_usd"]) if len(rows) else 0))
 
 
 class ExtractSubscriptions(StepTransform):

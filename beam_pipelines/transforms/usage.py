@@ -86,7 +86,7 @@ class _PriceBatches(beam.DoFn):
         yield beam.pvalue.TaggedOutput(
             EVENTS,
             self._step.event(batch.run_id, batch.org_slug, rows=len(cost), started_at=started,
-                             unpriced_models=unpriced, cost_usd=float(cost["total_cost_usd"].sum(skipna=True))),
+                             unpriced_models=unpriced, cost_usd=sum(v for v in cost["total_cost_usd"] if v is not None)),
         )
 
 
@@ -96,11 +96,12 @@ class PriceTokenUsage(StepTransform):
     kind = "transform"
     provider = ""
     batch_tiers: dict[str, str] | None = None
+    tier_aliases: dict[str, str] | None = None
     price_fn: Callable
 
     def expand(self, batches):
         prices = load_price_list(self.ctx.configs_dir / self.options.pricing_file, self.options.pricing_file,
-                                 self.batch_tiers)
+                                 self.batch_tiers, self.tier_aliases)
         price_side = batches.pipeline | "PriceList" >> beam.Create([prices])
         outputs = batches | "Price" >> beam.ParDo(
             _PriceBatches(self, type(self).price_fn, self.provider), beam.pvalue.AsSingleton(price_side)

@@ -10,7 +10,7 @@ from beam_pipelines.errors import WarehouseError
 SCALARS = {
     "STRING": pa.string(), "JSON": pa.string(), "BYTES": pa.binary(),
     "INTEGER": pa.int64(), "INT64": pa.int64(), "FLOAT": pa.float64(), "FLOAT64": pa.float64(),
-    "NUMERIC": pa.float64(), "BIGNUMERIC": pa.float64(), "BOOLEAN": pa.bool_(), "BOOL": pa.bool_(),
+    "NUMERIC": pa.decimal128(38, 9), "BIGNUMERIC": pa.decimal256(76, 38), "BOOLEAN": pa.bool_(), "BOOL": pa.bool_(),
     "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATETIME": pa.timestamp("us"),
     "TIME": pa.time64("us"),
 }

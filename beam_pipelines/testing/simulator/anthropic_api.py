@@ -120,7 +120,7 @@ def cost_page(query: dict, key: str, now: datetime) -> dict:
     for start in days:
         totals: dict[tuple, float] = {}
         for result in anthropic_data.day_results(key, start.date()):
-            for (cost_type, token_type), cents in (anthropic_data.billed_cents(result) or {}).items():
+            for (cost_type, token_type), cents in (anthropic_data.billed_cents(result, start.date()) or {}).items():
                 group = (cost_type, token_type, result["model"], result["service_tier"], result["context_window"]) \
                     if by_description else ()
                 totals[group] = totals.get(group, 0.0) + cents

@@ -100,14 +100,14 @@ def usage_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
 
 
 def costs_page(query: dict, key: str, now: datetime) -> dict:
-    """Daily costs grouped by line item (``{model}, input|cached input|output``); one page."""
+    """Daily costs grouped by line item (``{model}, [tier ]{token class}[, long context]``); one page."""
     days = _days(query, now)
     buckets = []
     for start in days:
         day = datetime.fromtimestamp(start, timezone.utc).date()
         totals: dict[str, float] = {}
         for result in openai_data.day_results(key, day):
-            billed = openai_data.billed_cost(result)
+            billed = openai_data.billed_cost(result, day)
             for item, amount in (billed or {}).items():
                 line = f"{result['model']}, {item}"
                 totals[line] = totals.get(line, 0.0) + amount
