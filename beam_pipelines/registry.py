@@ -58,6 +58,9 @@ REGISTRY: dict[str, RegistryEntry] = {
     "openai.subscriptions": RegistryEntry(
         "extract", step_options.SubscriptionsOptions, "beam_pipelines.transforms.seed:ExtractSubscriptions"
     ),
+    "warehouse.read": RegistryEntry(
+        "extract", step_options.StoredRowsOptions, "beam_pipelines.transforms.stored:ReadStoredRows"
+    ),
     "warehouse.load": RegistryEntry(
         "load", step_options.LoadOptions, "beam_pipelines.transforms.load:StageTable"
     ),

@@ -65,6 +65,62 @@ def cmd_run(settings, args) -> int:
     return _run_and_report(settings, request, quiet=args.quiet)
 
 
+def reprice_pipeline(configs_dir, ref: str) -> str:
+    """The re-pricing pipeline for ``ref``: itself, the ``reprice`` beside a cost pipeline, or a provider's only one."""
+    from beam_pipelines.config.loader import discover_pipelines, resolve_pipeline_ref
+    from beam_pipelines.errors import NotFoundError
+
+    known = set(discover_pipelines(configs_dir))
+    parts = ref.strip("/").split("/")
+    if len(parts) == 1:
+        found = [p for p in known if p.split("/")[0] == parts[0] and p.endswith("/reprice")]
+    else:
+        pipeline_id = resolve_pipeline_ref(ref, known)
+        sibling = pipeline_id.rsplit("/", 1)[0] + "/reprice"
+        found = [pipeline_id] if pipeline_id.endswith("/reprice") else [p for p in known if p == sibling]
+    if len(found) != 1:
+        raise NotFoundError(f"reprice {ref!r}: no re-pricing pipeline for it (expected <provider>/<domain>/reprice)")
+    return found[0]
+
+
+def cmd_reprice(settings, args) -> int:
+    from beam_pipelines.pipeline.run import LOCAL_RUNNER, RunRequest
+
+    request = RunRequest(
+        pipeline_ref=reprice_pipeline(settings.configs_dir, args.pipeline), orgs=args.orgs or [],
+        all_orgs=args.all_orgs, start_date=args.start_date, end_date=args.end_date, runner=LOCAL_RUNNER,
+        trigger="reprice",
+    )
+    return _run_and_report(settings, request, quiet=args.quiet)
+
+
+def cmd_prices(settings, args) -> int:
+    return {"missing": cmd_prices_missing}[args.prices_command](settings, args)
+
+
+def cmd_prices_missing(settings, args) -> int:
+    from beam_pipelines.metastore import MetastoreSpec
+    from beam_pipelines.pipeline.dates import utc_today
+    from beam_pipelines.pricing.missing import COLUMNS, COST_TABLES, unpriced_usage
+    from beam_pipelines.warehouse.base import WarehouseSpec
+
+    end = args.end_date or utc_today() - timedelta(days=1)
+    start = args.start_date or end - timedelta(days=args.days - 1)
+    providers = tuple(COST_TABLES) if args.provider == "all" else (args.provider,)
+    orgs = args.orgs
+    if not orgs:
+        store = MetastoreSpec.from_settings(settings).open()
+        orgs = sorted({o for p in providers for o in store.eligible_orgs(settings.system.integration(p), utc_today())})
+    rows = unpriced_usage(WarehouseSpec.from_settings(settings).open(), {o: settings.org_dataset(o) for o in orgs},
+                          start, end, providers)
+    print(f"usage without a price, {start} .. {end}: {len(rows)} model(s)")
+    if rows:
+        print(render(COLUMNS, rows))
+        print("add their rows to the price book (or the org's own table), then: convergence reprice <provider>"
+              " --org <org> --start-date <first_day> --end-date <last_day>")
+    return 0
+
+
 def cmd_templates(settings, args) -> int:
     from beam_pipelines.config.loader import discover_pipelines
     from beam_pipelines.pipeline.template_metadata import write_all

@@ -117,7 +117,8 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> di
             elif field_name == "schema_file":
                 schema = load_schema(path, relative)
                 names = set(schema.names)
-                for col in (options.partition_field, *options.cluster_by, options.scope_field, options.total_column):
+                for col in (options.partition_field, *getattr(options, "cluster_by", ()), getattr(options, "scope_field", None),
+                            getattr(options, "total_column", None)):
                     if col is None:
                         continue
                     if col not in names:

@@ -47,6 +47,12 @@ class LoadOptions(StrictModel):
     total_column: str | None = Field(None, description="cost column reported when a populated day is kept")
 
 
+class StoredRowsOptions(StrictModel):
+    table: str = Field(pattern=TABLE_NAME, description="the org's table to read, e.g. the raw usage a fetch stored")
+    schema_file: str = Field(description="BigQuery JSON schema, relative to the configs folder")
+    partition_field: str = "usage_date"
+
+
 class AnthropicUsageOptions(HttpFetchOptions):
     bucket_width: Literal["1d"] = "1d"
     group_by: tuple[Literal["model", "workspace_id", "api_key_id", "service_tier", "context_window", "inference_geo",

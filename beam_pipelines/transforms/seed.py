@@ -2,8 +2,7 @@
 
 Both read the org's own tables through the job's warehouse (local or BigQuery alike). The seed step
 stages every table it rebuilds, and the run's commit replaces them together, so an org never has a
-new price list beside an old plan list. Like every first step, each asks first whether the org may
-run.
+new price list beside an old plan list.
 """
 from __future__ import annotations
 
@@ -12,9 +11,9 @@ from datetime import datetime, timezone
 import apache_beam as beam
 
 from beam_pipelines.errors import one_line_error
-from beam_pipelines.runs.admission import admit
 from beam_pipelines.seed.merge import merge_seed, monthly_subscription_rows, read_seed_csv
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, WorkItem
+from beam_pipelines.transforms.org_tables import OrgTablesDoFn
 from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.warehouse.arrow_schema import to_arrow
 from beam_pipelines.warehouse.tables import seed_spec
@@ -22,22 +21,7 @@ from beam_pipelines.warehouse.tables import seed_spec
 STAGED = "staged"
 
 
-class _OrgTablesDoFn(beam.DoFn):
-    """Opens the metastore (admission) and the warehouse (the org's tables)."""
-
-    def __init__(self, step: StepTransform):
-        self._step = step
-
-    def setup(self):
-        self._metastore = self._step.ctx.metastore.open()
-        self._warehouse = self._step.ctx.warehouse.open()
-
-    def admit(self, item: WorkItem) -> None:
-        provider = self._step.ctx.pipeline.config.provider
-        admit(self._metastore, item.org_slug, self._step.ctx.integration(provider), datetime.now(timezone.utc).date())
-
-
-class _SeedOrg(_OrgTablesDoFn):
+class _SeedOrg(OrgTablesDoFn):
     def process(self, item: WorkItem):
         started = datetime.now(timezone.utc)
         dataset = self._step.ctx.org_dataset(item.org_slug)
@@ -72,7 +56,7 @@ class SeedCsv(StepTransform):
         return {"main": outputs.main, "events": outputs[EVENTS], "staged": outputs[STAGED]}
 
 
-class _Subscriptions(_OrgTablesDoFn):
+class _Subscriptions(OrgTablesDoFn):
     def process(self, item: WorkItem):
         started = datetime.now(timezone.utc)
         try:

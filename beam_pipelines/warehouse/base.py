@@ -14,7 +14,7 @@ workers open the warehouse from it. Implementations are chosen once, in :meth:`W
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -103,6 +103,15 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def days_written_by(self, dataset: str, spec: TableSpec, run_id: str, start: date, end: date) -> list[date]:
         """Days in ``start..end`` whose rows carry ``run_id``: what a run really replaced."""
+
+    @abc.abstractmethod
+    def read_days(self, dataset: str, spec: TableSpec, start: date, end: date) -> Iterator[pa.Table]:
+        """The rows of a partitioned table for days ``start..end``, in parts of bounded size (re-pricing
+        and FOCUS read the stored tables this way instead of fetching again)."""
+
+    @abc.abstractmethod
+    def has_table(self, dataset: str, table: str) -> bool:
+        """Whether the table exists (an org that never ran a pipeline has none of its tables)."""
 
     @abc.abstractmethod
     def read_table(self, dataset: str, table: str) -> pa.Table | None:

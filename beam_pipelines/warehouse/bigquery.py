@@ -31,7 +31,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
@@ -273,6 +273,23 @@ class BigQueryWarehouse(Warehouse):
                                  [P.scalar("run_id", "STRING", run_id), P.scalar("start", "DATE", start),
                                   P.scalar("end", "DATE", end)])
         return [r["day"] for r in result.rows]
+
+    def has_table(self, dataset: str, table: str) -> bool:
+        return self._exists(dataset, table)
+
+    def read_days(self, dataset, spec, start, end) -> Iterator[pa.Table]:
+        from google.cloud import bigquery
+
+        if not self._exists(dataset, spec.table):
+            return
+        pf = spec.partition_field
+        config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("start", "DATE", start),
+                                                           bigquery.ScalarQueryParameter("end", "DATE", end)])
+        job = self.client.query(f"SELECT * FROM {self._ref(dataset, spec.table)} WHERE {pf} BETWEEN @start AND @end",
+                                job_config=config, location=self.location, retry=self.runner._api_retry)
+        for part in job.result(retry=self.runner._api_retry).to_arrow_iterable(bqstorage_client=None):
+            if part.num_rows:
+                yield pa.Table.from_batches([part]) if isinstance(part, pa.RecordBatch) else part
 
     def read_table(self, dataset: str, table: str) -> pa.Table | None:
         if not self._exists(dataset, table):

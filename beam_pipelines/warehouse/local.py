@@ -24,7 +24,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -303,6 +303,20 @@ class LocalWarehouse(Warehouse):
         if not files:
             return None
         return pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+
+    def has_table(self, dataset: str, table: str) -> bool:
+        """A table is only queryable here once it holds a partition (DuckDB views are made from files)."""
+        entry = self._manifest(dataset)["tables"].get(table) or {}
+        return any(entry.get("partitions", {}).values())
+
+    def read_days(self, dataset, spec, start, end, batch_rows: int = 100_000) -> Iterator[pa.Table]:
+        for key, paths in sorted(self._files(dataset, spec.table).items()):
+            day = _key_day(key)
+            if day is None or not start <= day <= end:
+                continue
+            for path in paths:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+                    yield pa.Table.from_batches([batch])
 
     def _read_keys(self, dataset: str, spec: TableSpec, keys: list[str], columns: list[str]) -> dict[str, pa.Table]:
         files = self._files(dataset, spec.table)

@@ -8,9 +8,10 @@ from beam_pipelines.warehouse.base import TableSpec
 
 
 def table_spec(configs_dir: Path, options) -> TableSpec:
-    """The table a ``warehouse.load`` step writes, as its options and schema file describe it."""
+    """The table a ``warehouse.load`` step writes (or ``warehouse.read`` reads), as its options describe it."""
     schema = load_schema(Path(configs_dir) / options.schema_file, options.schema_file)
-    return TableSpec(options.table, schema, options.partition_field, tuple(options.cluster_by), options.scope_field)
+    return TableSpec(options.table, schema, options.partition_field, tuple(getattr(options, "cluster_by", ())),
+                     getattr(options, "scope_field", None))
 
 
 def seed_spec(configs_dir: Path, table) -> TableSpec:
