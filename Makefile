@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install emulator-install demo demo-bigquery emulator test bench lint validate simulate serve templates template-image template-build template-run clean
+.PHONY: install emulator-install demo demo-bigquery emulator test bench lint validate simulate serve templates template-image template-build template-run deploy clean
 
 install: $(STAMP)
 
@@ -68,9 +68,8 @@ PROJECT    ?= $(GCP_PROJECT_ID)
 REGION     ?= $(GCP_REGION)
 BUCKET     ?= $(PROJECT)-convergence
 REPOSITORY ?= convergence
-IMAGE      ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/pipelines:$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+IMAGE      ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(REPOSITORY)/convergence:$(shell git rev-parse --short=12 HEAD 2>/dev/null || echo dev)
 PIPELINE   ?= openai/cost/usage_cost
-KMS_KEY_NAME ?= projects/$(PROJECT)/locations/$(REGION)/keyRings/convergence/cryptoKeys/credentials
 RUN        := $(if $(DRY_RUN),@echo,)
 METADATA   := $(wildcard templates/metadata/*.json)
 
@@ -81,19 +80,23 @@ template-image:
 	$(RUN) gcloud builds submit --project=$(PROJECT) --region=$(REGION) --config=templates/cloudbuild.yaml \
 	  --substitutions=_IMAGE=$(IMAGE) .
 
+# Writes each Flex Template spec (Dataflow's ContainerSpec: image, metadata, default worker
+# environment) to gs://$(BUCKET)/templates. The documented alternative is, per metadata file:
+#   gcloud dataflow flex-template build gs://BUCKET/templates/NAME.json --image=IMAGE --sdk-language=PYTHON
+#     --metadata-file=templates/metadata/NAME.json      (--image only: never with --env)
 template-build: templates
-	@for meta in $(METADATA); do \
-	  name=$$(basename $$meta .json); pipeline=$$(echo $$name | sed 's#_#/#; s#_#/#'); \
-	  $(if $(DRY_RUN),echo ,)gcloud dataflow flex-template build gs://$(BUCKET)/templates/$$name.json \
-	    --image=$(IMAGE) --sdk-language=PYTHON --metadata-file=$$meta --project=$(PROJECT) \
-	    --env=CONVERGENCE_PIPELINE=$$pipeline,ENVIRONMENT=production,GCP_PROJECT_ID=$(PROJECT),KMS_KEY_NAME=$(KMS_KEY_NAME),BIGQUERY_TEMP_LOCATION=gs://$(BUCKET)/tmp; \
-	done
+	$(RUN) $(BIN)/convergence templates publish --path=gs://$(BUCKET)/templates --image=$(IMAGE) \
+	  --service-account=convergence-worker@$(PROJECT).iam.gserviceaccount.com --temp-location=gs://$(BUCKET)/tmp
 
 template-run:
 	$(RUN) gcloud dataflow flex-template run "$$(echo $(PIPELINE) | tr '/_' '--')-manual-$$(date -u +%Y%m%d-%H%M%S)" \
 	  --template-file-gcs-location=gs://$(BUCKET)/templates/$(subst /,_,$(PIPELINE)).json \
 	  --region=$(REGION) --project=$(PROJECT) \
-	  --parameters=org_slugs=$(ORGS),run_ids=$(RUN_IDS),start_date=$(START_DATE),end_date=$(END_DATE),environment=production,sdk_container_image=$(IMAGE)
+	  '--parameters=^;^pipeline=$(PIPELINE);org_slugs=$(ORGS);run_ids=$(RUN_IDS);start_date=$(START_DATE);end_date=$(END_DATE);environment=production'
+
+# From an empty project to a working service (deploy/deploy.sh; DRY_RUN=1 prints every command in order).
+deploy: install
+	DRY_RUN=$(DRY_RUN) PROJECT=$(PROJECT) REGION=$(REGION) BUCKET=$(BUCKET) bash deploy/deploy.sh
 
 clean:
 	rm -rf .convergence bench-results.json .pytest_cache

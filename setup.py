@@ -4,7 +4,24 @@ The same package is installed on the developer's machine, in the launcher servic
 Dataflow worker image, so every runtime dependency is pinned here (Beam's own pins decide the
 numpy/pandas/pyarrow versions it can live with).
 """
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+
+
+class BuildWithConfigs(build_py):
+    """Ship ``configs/`` inside the package as ``beam_pipelines/configs``: an installed wheel (the image,
+    a worker, the launcher) finds its pipeline configs, schemas and price book without a checkout."""
+
+    def run(self):
+        super().run()
+        if not self.dry_run:
+            shutil.copytree(HERE / "configs", Path(self.build_lib) / "beam_pipelines" / "configs", dirs_exist_ok=True)
+
 
 INSTALL_REQUIRES = [
     "apache-beam[gcp]==2.77.0",
@@ -40,6 +57,8 @@ EXTRAS_REQUIRE = {
         "psutil==7.2.2",
         "httpx==0.28.1",
         "aiosmtpd==1.4.6",
+        "gcp-storage-emulator==2026.7.19",
+        "setuptools==84.2.1",  # builds the wheel for the clean-room test (bdist_wheel built in)
     ],
     "bench": ["locust==2.47.0"],
 }
@@ -54,4 +73,5 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["convergence=beam_pipelines.cli.main:main"]},
+    cmdclass={"build_py": BuildWithConfigs},
 )

@@ -1,8 +1,8 @@
 """The FastAPI application (port 8001): health, pipeline runs, run records, scheduler and reconcile.
 
 Every route but ``/health`` authenticates, and nothing can turn that off. The client address used
-for per-IP limits is the peer's, unless the peer is a proxy named in ``FORWARDED_ALLOW_IPS``
-(uvicorn then takes the last address that proxy appended to ``X-Forwarded-For``).
+for per-IP limits is the peer's, or on Cloud Run the ``X-Forwarded-For`` entry its front end
+appended (``FORWARDED_TRUSTED_HOPS``, see :mod:`launcher.client_address`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
-from slowapi.util import get_remote_address
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -23,6 +22,7 @@ from beam_pipelines.config.loader import discover_pipelines
 from beam_pipelines.metastore import MetastoreSpec
 from launcher.auth import FailedAuthLimiter, authenticate_scheduler, google_oidc_verifier, key_bucket
 from launcher.backends import make_backend
+from launcher.client_address import client_address
 from launcher.logs import request_id
 from launcher.middleware import RequestContext
 from launcher.problems import ApiProblem
@@ -44,7 +44,10 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     pipelines = discover_pipelines(settings.core.configs_dir)
     service = LaunchService(settings, backend, pipelines, MetastoreSpec.from_settings(settings.core).open())
     verify_oidc = oidc_verifier or google_oidc_verifier()
-    limiter = Limiter(key_func=get_remote_address)
+    def address(request: Request) -> str:
+        return client_address(request, settings.forwarded_trusted_hops)
+
+    limiter = Limiter(key_func=address)
     guard = FailedAuthLimiter(settings.auth_failures_per_ip)
 
     @asynccontextmanager
@@ -91,7 +94,7 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
 
     async def authenticated(request: Request, call, *args):
         """Run ``call`` (which authenticates first); count its 401s against the client's IP."""
-        ip = get_remote_address(request)
+        ip = address(request)
         if guard.blocked(ip):
             raise ApiProblem(429, "too_many_failed_authentications", "too many failed authentications from this address",
                              {"Retry-After": str(guard.retry_after(ip))})

@@ -38,7 +38,8 @@ class LauncherSettings:
     dataflow_temp_location: str = ""
     dataflow_sdk_image: str = ""  # the template image, so workers run the same code as the launcher
     dataflow_max_workers: int = 10
-    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For is trusted (none by default)
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For uvicorn trusts (none by default)
+    forwarded_trusted_hops: int = 0  # proxies appending to X-Forwarded-For on the right (1 on Cloud Run)
     auth_failures_per_ip: str = "20/minute"
 
     @classmethod
@@ -48,6 +49,7 @@ class LauncherSettings:
             max_body = int(_env("MAX_REQUEST_BODY_BYTES", str(16 * 1024)))
             quota = int(_env("DEFAULT_DAILY_QUOTA", "100"))
             max_workers = int(_env("DATAFLOW_MAX_WORKERS", "10"))
+            trusted_hops = int(_env("FORWARDED_TRUSTED_HOPS", "0"))
         except ValueError as exc:
             raise ConfigError(f"launcher settings: {exc}") from None
         return cls(
@@ -69,6 +71,7 @@ class LauncherSettings:
             dataflow_sdk_image=_env("DATAFLOW_SDK_CONTAINER_IMAGE"),
             dataflow_max_workers=max_workers,
             forwarded_allow_ips=_env("FORWARDED_ALLOW_IPS"),
+            forwarded_trusted_hops=trusted_hops,
             auth_failures_per_ip=_env("AUTH_FAILURES_PER_IP", "20/minute"),
         )
 
@@ -106,5 +109,12 @@ class LauncherSettings:
             problems.append(f"LAUNCHER_BACKEND: unknown backend {self.backend!r}")
         if self.local_max_jobs < 1:
             problems.append("LOCAL_MAX_CONCURRENT_JOBS: must be at least 1")
+        if "*" in self.forwarded_allow_ips:
+            problems.append("FORWARDED_ALLOW_IPS: '*' makes uvicorn take the leftmost X-Forwarded-For entry, which any"
+                            " client can forge; on Cloud Run set FORWARDED_TRUSTED_HOPS=1 instead")
+        if self.forwarded_trusted_hops and self.forwarded_allow_ips:
+            problems.append("FORWARDED_TRUSTED_HOPS and FORWARDED_ALLOW_IPS: set one of them, not both")
+        if not 0 <= self.forwarded_trusted_hops <= 5:
+            problems.append("FORWARDED_TRUSTED_HOPS: must be between 0 and 5")
         if problems:
             raise ConfigError("launcher refuses to start:\n" + "\n".join(f"  - {p}" for p in problems))

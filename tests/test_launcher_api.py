@@ -1,6 +1,7 @@
 """The launcher API: every check in its documented order, isolation between orgs, limits."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sqlite3
@@ -259,6 +260,30 @@ def test_forwarded_headers_cannot_rotate_the_client_address(orgs):
                               headers={"X-API-Key": orgs["acme"], "X-Forwarded-For": f"203.0.113.{i}"}).status_code
                  for i in range(30)]
     assert codes.count(200) == 10 and codes[10:] == [429] * 20
+
+
+def test_behind_cloud_run_the_entry_google_appended_is_the_client(orgs):
+    """FORWARDED_TRUSTED_HOPS=1: a forged left part rotates nothing; the rightmost entry is the client."""
+    app, _ = make_app(rate_limit_per_ip="10/minute", rate_limit_per_key="1000/minute",
+                      auth_failures_per_ip="1000/minute", forwarded_trusted_hops=1)
+    with running_server(app) as url:
+        def get(xff):
+            return requests.get(url + "/api/v1/pipelines/runs", timeout=10,
+                                headers={"X-API-Key": orgs["acme"], "X-Forwarded-For": xff}).status_code
+        forged = [get(f"203.0.113.{i}, 198.51.100.7") for i in range(12)]
+        other_client = get("198.51.100.8")
+    assert forged.count(200) == 10 and forged[10:] == [429, 429], "same appended address: one client"
+    assert other_client == 200, "a different appended address is a different client"
+
+
+def test_forwarding_settings_that_trust_forgeable_entries_are_refused():
+    from tests.launcher_support import launcher_settings
+
+    for changes, message in (({"forwarded_allow_ips": "*"}, "leftmost"),
+                             ({"forwarded_allow_ips": "10.0.0.1", "forwarded_trusted_hops": 1}, "not both"),
+                             ({"forwarded_trusted_hops": 9}, "between 0 and 5")):
+        with pytest.raises(ConfigError, match=message):
+            dataclasses.replace(launcher_settings(), **changes).check()
 
 
 def test_cors_from_settings(orgs):

@@ -76,20 +76,29 @@ def test_make_targets_print_exact_commands_with_dry_run():
                           f"RUN_IDS={'a' * 32}", "START_DATE=2026-03-01", "END_DATE=2026-03-02"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60).stdout.strip()
     assert "--template-file-gcs-location=gs://acme-prod-convergence/templates/gcp_cost_billing.json" in run
-    assert f"--parameters=org_slugs=acme,run_ids={'a' * 32},start_date=2026-03-01,end_date=2026-03-02" in run
+    assert (f"--parameters=^;^pipeline=gcp/cost/billing;org_slugs=acme;run_ids={'a' * 32};start_date=2026-03-01;"
+            "end_date=2026-03-02;environment=production") in run
+    assert "--region=europe-west1" in run and "sdk_container_image" not in run, "the spec's default environment has it"
+    build = subprocess.run(["make", "-s", "template-build", "DRY_RUN=1"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=120).stdout.strip().splitlines()[-1]
+    assert "templates publish --path=gs://acme-prod-convergence/templates --image=europe-west1-docker.pkg.dev/" in build
+    assert "--env" not in build
 
 
 def test_scheduler_jobs_call_the_trigger_with_oidc_and_retries():
     jobs = scheduler_jobs(discover_pipelines(CONFIGS), "https://launcher.example.test/", "sched@p.iam.gserviceaccount.com",
                           "p", "europe-west1")
-    by_pipeline = {json.loads(j["httpTarget"]["body"])["pipelines"][0]: j for j in jobs}
+    *triggers, reconcile = jobs
+    by_pipeline = {json.loads(j["httpTarget"]["body"])["pipelines"][0]: j for j in triggers}
     assert set(by_pipeline) == {"openai/cost/usage_cost", "anthropic/cost/usage_cost", "gcp/cost/billing",
                                 "openai/subscriptions/subscriptions"}, "only scheduled pipelines"
     job = by_pipeline["openai/cost/usage_cost"]
     assert job["schedule"] == "0 4 * * *" and job["timeZone"] == "UTC"
     assert job["httpTarget"]["uri"] == "https://launcher.example.test/api/v1/scheduler/trigger"
     assert job["httpTarget"]["oidcToken"] == {"serviceAccountEmail": "sched@p.iam.gserviceaccount.com",
-                                              "audience": "https://launcher.example.test/api/v1/scheduler/trigger"}
+                                              "audience": "https://launcher.example.test"}, "one audience for every job"
+    assert reconcile["httpTarget"]["uri"] == "https://launcher.example.test/api/v1/reconcile"
+    assert reconcile["schedule"] == "*/10 * * * *" and reconcile["httpTarget"]["oidcToken"] == job["httpTarget"]["oidcToken"]
     assert job["retryConfig"]["retryCount"] == 3
     [command] = [c for c in gcloud_commands(jobs) if "openai-cost-usage-cost" in c]
     assert command.startswith("gcloud scheduler jobs create http convergence-openai-cost-usage-cost --location=europe-west1")

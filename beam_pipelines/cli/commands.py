@@ -95,7 +95,11 @@ def cmd_reprice(settings, args) -> int:
 
 
 def cmd_prices(settings, args) -> int:
-    return {"missing": cmd_prices_missing}[args.prices_command](settings, args)
+    if args.prices_command == "diff":
+        from beam_pipelines.cli.prices import run_prices
+
+        return run_prices(args, settings)
+    return cmd_prices_missing(settings, args)
 
 
 def cmd_prices_missing(settings, args) -> int:
@@ -123,16 +127,25 @@ def cmd_prices_missing(settings, args) -> int:
 
 def cmd_templates(settings, args) -> int:
     from beam_pipelines.config.loader import discover_pipelines
-    from beam_pipelines.pipeline.template_metadata import write_all
 
-    for path in write_all(discover_pipelines(settings.configs_dir), Path(args.out)):
+    pipelines = discover_pipelines(settings.configs_dir)
+    if args.templates_command == "publish":
+        from beam_pipelines.pipeline.template_spec import SpecEnvironment, publish
+
+        env = SpecEnvironment(args.image, args.service_account, args.temp_location, args.max_workers)
+        written = publish(pipelines, env, args.path)
+    else:
+        from beam_pipelines.pipeline.template_metadata import write_all
+
+        written = write_all(pipelines, Path(args.out))
+    for path in written:
         print(f"wrote {path}")
     return 0
 
 
 def cmd_schedules(settings, args) -> int:
     from beam_pipelines.config.loader import discover_pipelines
-    from beam_pipelines.pipeline.schedules import gcloud_commands, scheduler_jobs
+    from beam_pipelines.pipeline.schedules import flag_lines, gcloud_commands, scheduler_jobs
 
     jobs = scheduler_jobs(
         discover_pipelines(settings.configs_dir),
@@ -140,7 +153,10 @@ def cmd_schedules(settings, args) -> int:
         args.service_account or os.environ.get("SCHEDULER_SERVICE_ACCOUNT", ""),
         args.project or settings.gcp_project, args.region or os.environ.get("GCP_REGION", ""),
     )
-    print(json.dumps(jobs, indent=2) if args.format == "json" else "\n".join(gcloud_commands(jobs)))
+    if args.format == "json":
+        print(json.dumps(jobs, indent=2))
+    else:
+        print("\n".join(flag_lines(jobs) if args.format == "flags" else gcloud_commands(jobs)))
     return 0
 
 

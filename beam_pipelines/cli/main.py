@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from datetime import date
 
+from beam_pipelines.cli.prices import add_diff_parser
 from beam_pipelines.errors import ConvergenceError
 
 log = logging.getLogger("convergence")
@@ -62,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     reprice.add_argument("--end-date", type=_day, help="last UTC day, inclusive (default: start date or yesterday)")
     reprice.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    prices = sub.add_parser("prices", help="the price book: usage without a price")
+    prices = sub.add_parser("prices", help="the price book: usage without a price, proposals from LiteLLM's price map")
     prices_sub = prices.add_subparsers(dest="prices_command", required=True, parser_class=_Parser)
+    add_diff_parser(prices_sub)
     missing = prices_sub.add_parser("missing", help="models seen in usage without a price, with their token volumes")
     missing.add_argument("--org", action="append", dest="orgs", metavar="SLUG", help="repeatable (default: every eligible org)")
     missing.add_argument("--provider", choices=["openai", "anthropic", "all"], default="all")
@@ -130,11 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     templates_sub = templates.add_subparsers(dest="templates_command", required=True)
     generate = templates_sub.add_parser("generate", help="write templates/metadata/<provider>_<domain>_<pipeline>.json")
     generate.add_argument("--out", default="templates/metadata", metavar="DIR")
+    publish = templates_sub.add_parser("publish", help="write each Flex Template spec (Dataflow ContainerSpec) to Cloud Storage")
+    publish.add_argument("--path", default=os.environ.get("DATAFLOW_TEMPLATES_PATH", ""), metavar="gs://BUCKET/templates",
+                         help="default $DATAFLOW_TEMPLATES_PATH")
+    publish.add_argument("--image", default=os.environ.get("DATAFLOW_SDK_CONTAINER_IMAGE", ""),
+                         help="the image with an immutable tag (default $DATAFLOW_SDK_CONTAINER_IMAGE)")
+    publish.add_argument("--service-account", default=os.environ.get("DATAFLOW_SERVICE_ACCOUNT", ""),
+                         help="worker service account (default $DATAFLOW_SERVICE_ACCOUNT)")
+    publish.add_argument("--temp-location", default=os.environ.get("DATAFLOW_TEMP_LOCATION", ""), metavar="gs://...",
+                         help="default $DATAFLOW_TEMP_LOCATION")
+    publish.add_argument("--max-workers", type=int, default=int(os.environ.get("DATAFLOW_MAX_WORKERS", "0") or 0))
 
     schedules = sub.add_parser("schedules", help="Cloud Scheduler jobs from the configs' schedules")
     schedules_sub = schedules.add_subparsers(dest="schedules_command", required=True)
     render_cmd = schedules_sub.add_parser("render", help="print one Cloud Scheduler HTTP job per scheduled pipeline")
-    render_cmd.add_argument("--format", choices=["gcloud", "json"], default="gcloud")
+    render_cmd.add_argument("--format", choices=["gcloud", "json", "flags"], default="gcloud")
     render_cmd.add_argument("--launcher-url", default=None, help="default: $LAUNCHER_URL")
     render_cmd.add_argument("--service-account", default=None, help="default: $SCHEDULER_SERVICE_ACCOUNT")
     render_cmd.add_argument("--project", default=None, help="default: $GCP_PROJECT_ID")

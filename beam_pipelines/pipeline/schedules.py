@@ -3,6 +3,10 @@
 Each job calls the launcher's ``POST /api/v1/scheduler/trigger`` for its one pipeline with an
 OIDC token of the scheduler service account; retries back off from 1 to 10 minutes for up to an
 hour (the trigger is idempotent: a run already recorded for the same org and dates is skipped).
+One more job calls ``POST /api/v1/reconcile`` every 10 minutes: Cloud Run gives an idle service no
+CPU, so run states are reconciled on a schedule rather than by a background thread. Every job's
+token carries one audience, the service's base URL, which is what the launcher checks
+(``SCHEDULER_AUDIENCE``).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from beam_pipelines.errors import ConfigError
 
 RETRY = {"retryCount": 3, "minBackoffDuration": "60s", "maxBackoffDuration": "600s", "maxRetryDuration": "3600s"}
 ATTEMPT_DEADLINE = "180s"
+RECONCILE_SCHEDULE = "*/10 * * * *"
 
 
 def scheduler_jobs(pipelines: dict[str, LoadedPipeline], launcher_url: str, service_account: str,
@@ -24,7 +29,9 @@ def scheduler_jobs(pipelines: dict[str, LoadedPipeline], launcher_url: str, serv
                               ("GCP_PROJECT_ID", project), ("GCP_REGION", region)) if not v]
     if missing:
         raise ConfigError(f"schedules render needs {', '.join(missing)}")
-    uri = launcher_url.rstrip("/") + "/api/v1/scheduler/trigger"
+    base = launcher_url.rstrip("/")
+    uri = base + "/api/v1/scheduler/trigger"
+    oidc = {"serviceAccountEmail": service_account, "audience": base}
     jobs = []
     for loaded in sorted(pipelines.values(), key=lambda p: p.pipeline_id):
         cron = loaded.config.schedule
@@ -43,28 +50,50 @@ def scheduler_jobs(pipelines: dict[str, LoadedPipeline], launcher_url: str, serv
             "httpTarget": {
                 "uri": uri, "httpMethod": "POST", "headers": {"Content-Type": "application/json"},
                 "body": body,
-                "oidcToken": {"serviceAccountEmail": service_account, "audience": uri},
+                "oidcToken": dict(oidc),
             },
         })
+    jobs.append({
+        "name": f"projects/{project}/locations/{region}/jobs/convergence-reconcile",
+        "description": "Reconcile recorded runs with their Dataflow jobs (every 10 minutes)",
+        "schedule": RECONCILE_SCHEDULE,
+        "timeZone": "UTC",
+        "attemptDeadline": "300s",
+        "retryConfig": {"retryCount": 0},
+        "httpTarget": {"uri": base + "/api/v1/reconcile", "httpMethod": "POST",
+                       "headers": {"Content-Type": "application/json"}, "body": "{}", "oidcToken": dict(oidc)},
+    })
     return jobs
 
 
+RETRY_FLAGS = (("max-retry-attempts", "retryCount"), ("min-backoff", "minBackoffDuration"),
+               ("max-backoff", "maxBackoffDuration"), ("max-retry-duration", "maxRetryDuration"))
+
+
+def job_flags(job: dict) -> list[str]:
+    """The flags ``gcloud scheduler jobs create http`` and ``update http`` share for one job (headers
+    aside: ``create`` takes ``--headers``, ``update`` takes ``--update-headers``)."""
+    target = job["httpTarget"]
+    return [
+        f"--location={job['name'].split('/')[3]}", f"--schedule={job['schedule']}", f"--time-zone={job['timeZone']}",
+        f"--uri={target['uri']}", "--http-method=POST", f"--message-body={target['body']}",
+        f"--oidc-service-account-email={target['oidcToken']['serviceAccountEmail']}",
+        f"--oidc-token-audience={target['oidcToken']['audience']}", f"--attempt-deadline={job['attemptDeadline']}",
+        *(f"--{flag}={job['retryConfig'][key]}" for flag, key in RETRY_FLAGS if key in job["retryConfig"]),
+        f"--description={job['description']}",
+    ]
+
+
+def job_name(job: dict) -> str:
+    return job["name"].rsplit("/", 1)[1]
+
+
 def gcloud_commands(jobs: list[dict]) -> list[str]:
-    commands = []
-    for job in jobs:
-        _, _, _, location, _, name = job["name"].split("/")
-        target = job["httpTarget"]
-        args = [
-            "gcloud", "scheduler", "jobs", "create", "http", name, f"--location={location}",
-            f"--schedule={job['schedule']}", "--time-zone=UTC", f"--uri={target['uri']}", "--http-method=POST",
-            "--headers=Content-Type=application/json", f"--message-body={target['body']}",
-            f"--oidc-service-account-email={target['oidcToken']['serviceAccountEmail']}",
-            f"--oidc-token-audience={target['oidcToken']['audience']}",
-            f"--attempt-deadline={job['attemptDeadline']}", f"--max-retry-attempts={job['retryConfig']['retryCount']}",
-            f"--min-backoff={job['retryConfig']['minBackoffDuration']}",
-            f"--max-backoff={job['retryConfig']['maxBackoffDuration']}",
-            f"--max-retry-duration={job['retryConfig']['maxRetryDuration']}",
-            f"--description={job['description']}",
-        ]
-        commands.append(shlex.join(args))
-    return commands
+    """``create`` commands, one per job (first deploy; ``deploy/steps/11-scheduler.sh`` updates in place)."""
+    return [shlex.join(["gcloud", "scheduler", "jobs", "create", "http", job_name(job), *job_flags(job),
+                        "--headers=Content-Type=application/json"]) for job in jobs]
+
+
+def flag_lines(jobs: list[dict]) -> list[str]:
+    """One line per job, tab-separated: its name, then its flags (for scripts; no shell quoting needed)."""
+    return ["\t".join([job_name(job), *job_flags(job)]) for job in jobs]

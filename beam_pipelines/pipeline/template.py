@@ -59,8 +59,6 @@ PARAMETERS = (  # the contract with templates/metadata/*.json and the launcher's
                       r"^projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+$"),
     TemplateParameter("kms_credential_aad", "Credential AAD", "none (as onboarding encrypts) or org_provider.", True,
                       r"^(none|org_provider)$"),
-    TemplateParameter("staging_location", "Staging location", "gs:// folder for staged billing parts"
-                      " (default: <temp_location>/staging).", True, r"^gs://[a-z0-9][a-z0-9._-]{1,220}(/.*)?$"),
     TemplateParameter("smtp_host", "SMTP host", "Mail relay for run notifications (STARTTLS).", True,
                       r"^[A-Za-z0-9.-]{1,253}$"),
     TemplateParameter("smtp_port", "SMTP port", "Mail relay port (default 587).", True, r"^[0-9]{1,5}$"),
@@ -116,7 +114,9 @@ def settings_from(args: argparse.Namespace, options: PipelineOptions) -> Setting
         "environment": args.environment or base.environment,
         "gcp_project": cloud.project or base.gcp_project,
         "bigquery_location": args.bigquery_location or base.bigquery_location,
-        "staging_location": args.staging_location or (f"{temp}/staging" if temp else base.staging_location),
+        # staged billing parts go under the job's temp location (Dataflow's own --staging_location is
+        # Beam's: packages it stages; it passes through to Beam untouched)
+        "staging_location": f"{temp}/parts" if temp else base.staging_location,
         "notify": notify,
     }
     if args.kms_key_name:

@@ -96,7 +96,7 @@ class DataflowBackend:
             "run_ids": ",".join(spec.run_ids), "start_date": spec.start_date.isoformat(),
             "end_date": spec.end_date.isoformat(), "environment": core.environment,
             "bigquery_location": core.bigquery_location, "kms_key_name": core.kms_key_name,
-            "kms_credential_aad": core.kms_credential_aad, "staging_location": core.staging_location,
+            "kms_credential_aad": core.kms_credential_aad,
             "smtp_host": notify.smtp_host, "smtp_port": str(notify.smtp_port) if notify.smtp_host else "",
             "smtp_username": notify.smtp_username, "smtp_password_secret": notify.smtp_password_secret,
             "notify_email_from": notify.email_from if notify.smtp_host else "",

@@ -1,0 +1,103 @@
+"""The FOCUS 1.2 column catalogue (``configs/focus/focus_1_2_columns.yml``) and our table's schema.
+
+The YAML is generated from the FOCUS_Spec repository at tag v1.2 (one entry per column: data type,
+feature level, nullability, allowed values, normative rules). It is read once per process and is
+the validator's data, so a rule fixed in the YAML is fixed everywhere. The BigQuery schema of
+``focus_cost_daily`` decides the column order of the rows we build: FOCUS columns first, then the
+``x_`` ones, as the spec's ColumnHandling attribute recommends.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from beam_pipelines.config.schema import TableSchema, load_schema
+from beam_pipelines.errors import ConfigError
+from beam_pipelines.settings import default_configs
+
+SPEC_FILE = Path("focus") / "focus_1_2_columns.yml"
+SCHEMA_FILE = Path("focus") / "schemas" / "focus_cost_daily.json"
+FOCUS_VERSION = "1.2"
+CUSTOM_PREFIX = "x_"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    name: str
+    data_type: str  # String, Decimal, Date/Time, JSON
+    feature_level: str  # Mandatory, Recommended, Conditional
+    allows_nulls: bool
+    allowed_values: tuple[str, ...] | None
+    allowed_values_by_category: dict[str, tuple[str, ...]] | None
+    value_format: str | None
+    number_range: str | None
+    rules: tuple[str, ...]
+    focus_defined_properties: tuple[str, ...]
+
+    @property
+    def non_negative(self) -> bool:
+        return bool(self.number_range and "non-negative" in self.number_range)
+
+
+def _column(raw: dict) -> ColumnSpec:
+    by_category = raw.get("allowed_values_by_category")
+    return ColumnSpec(
+        name=raw["name"],
+        data_type=raw["data_type"],
+        feature_level=raw["feature_level"],
+        allows_nulls=bool(raw["allows_nulls"]),
+        allowed_values=tuple(raw["allowed_values"]) if raw.get("allowed_values") else None,
+        allowed_values_by_category={k: tuple(v) for k, v in by_category.items()} if by_category else None,
+        value_format=raw.get("value_format"),
+        number_range=raw.get("number_range"),
+        rules=tuple(raw.get("rules") or ()),
+        focus_defined_properties=tuple(p["key"] for p in raw.get("focus_defined_properties") or ()),
+    )
+
+
+@cache
+def focus_columns(configs: Path | None = None) -> dict[str, ColumnSpec]:
+    """Column name → spec, in the spec's (alphabetical) order."""
+    path = (configs or default_configs()) / SPEC_FILE
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{SPEC_FILE}: cannot read: {type(exc).__name__}") from None
+    return {c.name: c for c in map(_column, raw)}
+
+
+@cache
+def focus_schema(configs: Path | None = None) -> TableSchema:
+    return load_schema((configs or default_configs()) / SCHEMA_FILE, str(SCHEMA_FILE))
+
+
+def column_order() -> list[str]:
+    return focus_schema().names
+
+
+def build_frame(values: dict[str, object], length: int) -> pd.DataFrame:
+    """A frame with every column of ``focus_cost_daily`` in schema order: scalars are broadcast and a
+    column not given is all NULL (FOCUS NullHandling: NULL, never an empty string or a 0)."""
+    unknown = set(values) - set(column_order())
+    if unknown:
+        raise KeyError(f"not columns of focus_cost_daily: {sorted(unknown)}")
+    columns = {}
+    for name in column_order():
+        value = values.get(name)
+        if isinstance(value, (pd.Series, pd.Index)):
+            value = value.array
+        elif not isinstance(value, (np.ndarray, list)):
+            value = np.full(length, value, dtype=object)
+        columns[name] = value
+    return pd.DataFrame(columns, columns=column_order())
+
+
+def month_bounds(days: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """[first instant of the month, first instant of the next month) in UTC: the spec's exclusive end."""
+    start = pd.to_datetime(days).dt.tz_localize(None).dt.to_period("M").dt.to_timestamp().dt.tz_localize("UTC")
+    return start, start + pd.offsets.MonthBegin(1)
