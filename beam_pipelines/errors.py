@@ -37,6 +37,10 @@ class WarehouseError(ConvergenceError):
     """Rows do not fit the table's schema, or a partition could not be written."""
 
 
+class ValidationFailed(ConvergenceError):
+    """Rows broke a rule they must keep (a FOCUS column, a data-quality expectation): nothing is written."""
+
+
 class NotFoundError(ConvergenceError):
     """A named thing (org, run, pipeline) does not exist."""
 

@@ -58,6 +58,11 @@ REGISTRY: dict[str, RegistryEntry] = {
     "openai.subscriptions": RegistryEntry(
         "extract", step_options.SubscriptionsOptions, "beam_pipelines.transforms.seed:ExtractSubscriptions"
     ),
+    "openai.focus": RegistryEntry("transform", step_options.FocusOptions, "beam_pipelines.transforms.focus:OpenAIFocus"),
+    "anthropic.focus": RegistryEntry(
+        "transform", step_options.FocusOptions, "beam_pipelines.transforms.focus:AnthropicFocus"
+    ),
+    "gcp.focus": RegistryEntry("transform", step_options.GcpFocusOptions, "beam_pipelines.transforms.focus:GcpFocus"),
     "warehouse.read": RegistryEntry(
         "extract", step_options.StoredRowsOptions, "beam_pipelines.transforms.stored:ReadStoredRows"
     ),

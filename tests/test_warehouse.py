@@ -131,6 +131,7 @@ def test_the_commit_script_follows_bigquerys_rules():
     check_statement(script)
     lines = script.splitlines()
     assert [line.split(" ")[0] for line in lines] == ["DECLARE", "DECLARE", "DECLARE", "BEGIN", "MERGE", "MERGE", "COMMIT"]
+    assert "DECLARE days_0 ARRAY<DATE> DEFAULT @days_0" in script and "DECLARE scope_1 STRING DEFAULT @scope_1" in script
     assert "WHEN NOT MATCHED BY SOURCE AND T.usage_date IN UNNEST(days_0) THEN DELETE" in script
     assert "AND T.model = scope_1 THEN DELETE" in script and "ON FALSE" in script
     with pytest.raises(UnsafeSqlError, match="declarations must come first"):

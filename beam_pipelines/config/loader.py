@@ -129,6 +129,17 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> di
                 _check_csv(path, source, f"{where}.options.{field_name}")
     if "extract" not in kinds.values():
         raise ConfigError(f"{source}: steps: a pipeline needs one extract step")
+    loaded_tables = {o.table for sid, o in parsed.items() if kinds[sid] == "load"}
+    for index, step in enumerate(config.steps):
+        options = parsed[step.step_id]
+        if getattr(options, "scope_value", None) is not None and not options.scope_field:
+            raise ConfigError(f"{source}: steps[{index}].options.scope_value: needs scope_field")
+        days_like = getattr(options, "days_like", None)
+        if days_like is not None and (days_like not in loaded_tables or days_like == options.table):
+            raise ConfigError(f"{source}: steps[{index}].options.days_like: {days_like!r} is not another table this"
+                              f" pipeline loads")
+        if days_like is not None and options.scope_field and options.scope_value is None:
+            raise ConfigError(f"{source}: steps[{index}].options.days_like: a shared table also needs scope_value")
     return parsed
 
 

@@ -38,12 +38,24 @@ class CostOptions(StrictModel):
     pricing_file: str = Field(description="price list CSV, relative to the configs folder")
 
 
+class FocusOptions(StrictModel):
+    pricing_file: str = Field(description="price list CSV (the list and contracted unit prices), relative to configs")
+    validate_rows: bool = Field(True, description="check every row against the FOCUS 1.2 rules before staging")
+
+
+class GcpFocusOptions(StrictModel):
+    validate_rows: bool = Field(True, description="check every row against the FOCUS 1.2 rules before staging")
+
+
 class LoadOptions(StrictModel):
     table: str = Field(pattern=TABLE_NAME)
     schema_file: str = Field(description="BigQuery JSON schema, relative to the configs folder")
     partition_field: str = "usage_date"
     cluster_by: tuple[str, ...] = Field(default=(), max_length=4)
     scope_field: str | None = Field(None, description="shared table: a run replaces only rows whose column has its value")
+    scope_value: str | None = Field(None, description="that value (every staged row must carry it)")
+    days_like: str | None = Field(None, pattern=TABLE_NAME,
+                                  description="replace the days this other table of the run replaces, even with no rows")
     total_column: str | None = Field(None, description="cost column reported when a populated day is kept")
 
 

@@ -34,15 +34,19 @@ def arrow_parts(batches, spec: TableSpec):
         yield to_arrow(rows, spec.schema, spec.table)
 
 
-def scope_of(parts: list[pa.Table], spec: TableSpec) -> str | None:
+def scope_of(parts: list[pa.Table], spec: TableSpec, expected: str | None = None) -> str | None:
+    """The one scope value every staged row carries (``expected`` when the step states it)."""
     if spec.scope_field is None:
         return None
     values = set()
     for part in parts:
         values.update(pc.unique(part.column(spec.scope_field)).to_pylist())
-    if len(values) != 1 or None in values:
+    if expected is not None and values - {expected}:
+        raise WarehouseError(f"{spec.table}: rows carry {spec.scope_field} {sorted(map(str, values - {expected}))},"
+                             f" this step writes only {expected!r}")
+    if expected is None and (len(values) != 1 or None in values):
         raise WarehouseError(f"{spec.table}: a run's rows must share one {spec.scope_field}, got {sorted(map(str, values))}")
-    return values.pop()
+    return expected if expected is not None else values.pop()
 
 
 class _Stage(beam.DoFn):
@@ -65,7 +69,7 @@ class _Stage(beam.DoFn):
             scope = None
             if self._spec.scope_field:
                 parts = list(arrow_parts(batches, self._spec))
-                scope = scope_of(parts, self._spec)
+                scope = scope_of(parts, self._spec, self._step.options.scope_value)
             else:
                 parts = arrow_parts(batches, self._spec)
             staged = self._warehouse.stage(dataset, self._spec, run_id, parts, scope=scope)

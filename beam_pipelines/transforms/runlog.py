@@ -11,6 +11,8 @@ a fleet of a thousand orgs to a handful of statements.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 
 from beam_pipelines.errors import one_line_error
@@ -70,6 +72,7 @@ class _RecordRuns(beam.DoFn):
             return report
         try:
             report.kept = self._kept_days(dataset, item, staged)
+            staged = self._follow_days(dataset, item, staged)
             committed = self._warehouse.commit(staged)
             report.committed = {s.table: list(s.days) for s in staged if s.table in committed}
         except CommitError as exc:
@@ -82,6 +85,23 @@ class _RecordRuns(beam.DoFn):
             report.not_committed = [s.table for s in staged]
             self._warehouse.discard(dataset, item.run_id)
         return report
+
+    def _follow_days(self, dataset: str, item, staged: list) -> list:
+        """A load with ``days_like`` replaces the days another table of the run replaces, even where it
+        staged no rows (FOCUS rows of a day whose usage was all unpriced): derived tables never keep a
+        day their source restated."""
+        by_table = {s.table: s for s in staged}
+        out = [s for s in staged]
+        for _, options in self._loads:
+            source = by_table.get(getattr(options, "days_like", None) or "")
+            if source is None:
+                continue
+            own = by_table.get(options.table)
+            if own is None:
+                own = self._warehouse.stage_empty(dataset, self._specs[options.table], item.run_id, options.scope_value)
+                out.append(own)
+            out[out.index(own)] = dataclasses.replace(own, days=tuple(sorted(set(own.days) | set(source.days))))
+        return out
 
     def _kept_days(self, dataset: str, item, staged) -> list[dict]:
         """Days of the range the fresh answer left empty but the table holds: they are kept, and said so."""

@@ -59,10 +59,12 @@ class ExtractUsage(StepTransform):
         return {"main": outputs.main, "events": outputs[EVENTS]}
 
 
-class _PriceBatches(beam.DoFn):
-    def __init__(self, step: StepTransform, price_fn, provider: str):
+class _OrgPricedBatches(beam.DoFn):
+    """Runs the step's ``work(batch, prices)`` on each org batch with that org's price list: the
+    default list (a side input) plus the org's own rows, read once per org and worker."""
+
+    def __init__(self, step: StepTransform, provider: str):
         self._step = step
-        self._price_fn = price_fn
         self._provider = provider
 
     def setup(self):
@@ -74,36 +76,45 @@ class _PriceBatches(beam.DoFn):
         if self._lists is None:
             self._lists = OrgPriceLists(defaults, self._provider, self._warehouse, self._step.ctx.org_dataset)
         try:
-            prices = self._lists.for_org(batch.org_slug)
-            cost = self._price_fn(batch.rows, prices, self._step.ctx.loaded_at)
+            rows, detail = self._step.work(batch, self._lists.for_org(batch.org_slug))
         except Exception as exc:
             yield beam.pvalue.TaggedOutput(
                 EVENTS, self._step.event(batch.run_id, batch.org_slug, error=one_line_error(exc), started_at=started)
             )
             return
-        unpriced = sorted(set(cost.loc[cost["pricing_status"] != "PRICED", "model"].dropna()))
-        yield OrgBatch(batch.org_slug, batch.run_id, cost)
-        yield beam.pvalue.TaggedOutput(
-            EVENTS,
-            self._step.event(batch.run_id, batch.org_slug, rows=len(cost), started_at=started,
-                             unpriced_models=unpriced, cost_usd=sum(v for v in cost["total_cost_usd"] if v is not None)),
-        )
+        if len(rows):
+            yield OrgBatch(batch.org_slug, batch.run_id, rows)
+        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug, rows=len(rows),
+                                                                started_at=started, **detail))
 
 
-class PriceTokenUsage(StepTransform):
-    """Price batches with the default price list as a side input, plus each org's own overrides."""
+class OrgPricedStep(StepTransform):
+    """A transform of org batches that needs the provider's price list (``options.pricing_file``)."""
 
     kind = "transform"
     provider = ""
     batch_tiers: dict[str, str] | None = None
     tier_aliases: dict[str, str] | None = None
-    price_fn: Callable
+
+    def work(self, batch: OrgBatch, prices) -> tuple[pd.DataFrame, dict]:
+        raise NotImplementedError
 
     def expand(self, batches):
         prices = load_price_list(self.ctx.configs_dir / self.options.pricing_file, self.options.pricing_file,
                                  self.batch_tiers, self.tier_aliases)
         price_side = batches.pipeline | "PriceList" >> beam.Create([prices])
         outputs = batches | "Price" >> beam.ParDo(
-            _PriceBatches(self, type(self).price_fn, self.provider), beam.pvalue.AsSingleton(price_side)
+            _OrgPricedBatches(self, self.provider), beam.pvalue.AsSingleton(price_side)
         ).with_outputs(EVENTS, main="main")
         return {"main": outputs.main, "events": outputs[EVENTS]}
+
+
+class PriceTokenUsage(OrgPricedStep):
+    """Price usage rows: one cost row per usage row, unknown models flagged, never $0."""
+
+    price_fn: Callable
+
+    def work(self, batch: OrgBatch, prices) -> tuple[pd.DataFrame, dict]:
+        cost = type(self).price_fn(batch.rows, prices, self.ctx.loaded_at)
+        unpriced = sorted(set(cost.loc[cost["pricing_status"] != "PRICED", "model"].dropna()))
+        return cost, {"unpriced_models": unpriced, "cost_usd": sum(v for v in cost["total_cost_usd"] if v is not None)}

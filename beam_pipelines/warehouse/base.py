@@ -36,6 +36,11 @@ class TableSpec:
     scope_field: str | None = None  # shared tables (FOCUS): a run replaces only rows of its own scope
     description: str = ""
 
+    @property
+    def run_field(self) -> str:
+        """The column naming the run that wrote a row (FOCUS prefixes its own columns with ``x_``)."""
+        return "x_RunId" if "x_RunId" in self.schema.names else "run_id"
+
 
 @dataclass(frozen=True)
 class Staged:
@@ -82,6 +87,10 @@ class Warehouse(abc.ABC):
     def stage(self, dataset: str, spec: TableSpec, run_id: str, parts: Iterable[pa.Table],
               scope: str | None = None) -> Staged | None:
         """Stage rows (already cast to the table's Arrow schema); None when there are none."""
+
+    @abc.abstractmethod
+    def stage_empty(self, dataset: str, spec: TableSpec, run_id: str, scope: str | None = None) -> Staged:
+        """A staged table with no rows, whose commit clears the days it is given (see ``Staged.days``)."""
 
     @abc.abstractmethod
     def commit(self, staged: list[Staged]) -> list[str]:

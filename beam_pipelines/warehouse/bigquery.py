@@ -82,19 +82,30 @@ def merge_sql(target: str, staging: str, spec: TableSpec, days_var: str = "", sc
 def commit_script(refs: list[tuple[str, str, TableSpec]]) -> str:
     """One transaction replacing every staged table of an org: ``(target, staging, spec)`` each.
 
-    The days (and the scope) each table replaces are read from its staging table into variables
-    declared first, as BigQuery's procedural language requires; the script carries no value at all.
+    The days (and the scope) each table replaces arrive as query parameters ``@days_<i>`` and
+    ``@scope_<i>``, bound to variables declared first, as BigQuery's procedural language requires;
+    the script itself carries no value. They are the run's days, not read back from the staging
+    table, so a table can be cleared for a day its run produced no rows for (FOCUS for a day whose
+    usage was all unpriced).
     """
     declarations, merges = [], []
     for index, (target, staging, spec) in enumerate(refs):
         if spec.partition_field is not None:
-            declarations.append(f"DECLARE days_{index} ARRAY<DATE> DEFAULT"
-                                f" (SELECT ARRAY_AGG(DISTINCT {spec.partition_field}) FROM {staging})")
+            declarations.append(f"DECLARE days_{index} ARRAY<DATE> DEFAULT @days_{index}")
             if spec.scope_field:
-                declarations.append(f"DECLARE scope_{index} STRING DEFAULT (SELECT ANY_VALUE({spec.scope_field})"
-                                    f" FROM {staging})")
+                declarations.append(f"DECLARE scope_{index} STRING DEFAULT @scope_{index}")
         merges.append(merge_sql(target, staging, spec, f"days_{index}", f"scope_{index}"))
     return ";\n".join([*declarations, "BEGIN TRANSACTION", *merges, "COMMIT TRANSACTION"]) + ";"
+
+
+def commit_params(staged: list[Staged]) -> list:
+    params = []
+    for index, item in enumerate(staged):
+        if item.spec.partition_field is not None:
+            params.append(P.array(f"days_{index}", "DATE", list(item.days)))
+            if item.spec.scope_field:
+                params.append(P.scalar(f"scope_{index}", "STRING", item.scope))
+    return params
 
 
 class BigQueryWarehouse(Warehouse):
@@ -186,6 +197,16 @@ class BigQueryWarehouse(Warehouse):
                 os.unlink(path)
         return Staged(dataset, spec.table, run_id, tuple(sorted(days)), rows, scope, staging_id, spec)
 
+    def stage_empty(self, dataset, spec, run_id, scope=None) -> Staged:
+        from google.cloud import bigquery
+
+        self.ensure_table(dataset, spec)
+        staging_id = self._id(dataset, staging_table(spec.table, run_id))
+        table = bigquery.Table(staging_id, schema=bq_schema(spec, staging=True))
+        table.expires = datetime.now(timezone.utc) + STAGING_TTL
+        self.client.create_table(table, exists_ok=True, retry=self.runner._api_retry)
+        return Staged(dataset, spec.table, run_id, (), 0, scope, staging_id, spec)
+
     def commit(self, staged: list[Staged]) -> list[str]:
         """Every staged table of the org in one transaction: all replaced, or none."""
         if not staged:
@@ -197,7 +218,7 @@ class BigQueryWarehouse(Warehouse):
                 for s in staged]
         tables = [s.table for s in staged]
         try:
-            self.runner.run(commit_script(refs))
+            self.runner.run(commit_script(refs), commit_params(staged))
         except Exception as exc:
             raise CommitError(f"commit of {', '.join(tables)} failed: {getattr(exc, 'message', exc)}", [],
                               tables) from exc
@@ -269,7 +290,7 @@ class BigQueryWarehouse(Warehouse):
             return []
         pf = spec.partition_field
         result = self.runner.run(f"SELECT DISTINCT {pf} AS day FROM {self._ref(dataset, spec.table)}"
-                                 f" WHERE {pf} BETWEEN @start AND @end AND run_id = @run_id ORDER BY day",
+                                 f" WHERE {pf} BETWEEN @start AND @end AND {spec.run_field} = @run_id ORDER BY day",
                                  [P.scalar("run_id", "STRING", run_id), P.scalar("start", "DATE", start),
                                   P.scalar("end", "DATE", end)])
         return [r["day"] for r in result.rows]

@@ -174,6 +174,11 @@ class LocalWarehouse(Warehouse):
         days = tuple(sorted(d for d in (_key_day(k) for k in writers) if d is not None))
         return Staged(dataset, spec.table, run_id, days, rows, scope, str(folder), spec)
 
+    def stage_empty(self, dataset, spec, run_id, scope=None) -> Staged:
+        folder = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
+        folder.mkdir(parents=True, exist_ok=True)
+        return Staged(dataset, spec.table, run_id, (), 0, scope, str(folder), spec)
+
     @staticmethod
     def _split(spec: TableSpec, part: pa.Table, scope: str | None):
         if spec.partition_field is None:
@@ -227,8 +232,9 @@ class LocalWarehouse(Warehouse):
             staged_keys.setdefault(key, []).append(path)
         if spec.partition_field is None:
             stale_keys = list(entry["partitions"])
-        else:
-            stale_keys = [k for k in staged_keys if k in entry["partitions"]]
+        else:  # the run's days, even those it staged nothing for (they become empty)
+            wanted = set(staged_keys) | {_key(spec, day, item.scope) for day in item.days}
+            stale_keys = [k for k in wanted if k in entry["partitions"]]
         for key in stale_keys:
             replaced += [folder / f for f in entry["partitions"].pop(key)]
         for key, paths in staged_keys.items():
@@ -342,7 +348,7 @@ class LocalWarehouse(Warehouse):
             if day is None or not start <= day <= end:
                 continue
             for path in paths:
-                run_ids = pq.read_table(path, columns=["run_id"]).column("run_id")
+                run_ids = pq.read_table(path, columns=[spec.run_field]).column(spec.run_field)
                 if pc.any(pc.equal(run_ids, run_id)).as_py():
                     days.add(day)
         return sorted(days)

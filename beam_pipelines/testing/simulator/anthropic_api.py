@@ -1,14 +1,17 @@
 """The simulator's Anthropic routes: the Admin usage report and cost report.
 
 ``/v1/organizations/usage_report/messages`` pages buckets (``limit``) and caps results per page,
-so busy days span several pages. ``/v1/organizations/cost_report`` reports ``amount`` as a
-decimal string in cents. Errors use Anthropic's body: ``{"type": "error", "error": {...}}``.
+so busy days span several pages. ``/v1/organizations/cost_report`` pages ``limit`` buckets and
+reports ``amount`` as a decimal string in cents. Errors use Anthropic's body:
+``{"type": "error", "error": {...}}``.
 """
 from __future__ import annotations
 
 import base64
 import json
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
 
 from beam_pipelines.testing.simulator import anthropic_data
 from beam_pipelines.testing.simulator.openai_api import ApiError
@@ -84,19 +87,30 @@ def _limit(query: dict) -> int:
     return limit
 
 
+def _fingerprint(query: dict) -> str:
+    return json.dumps({k: v for k, v in sorted(query.items()) if k != "page"})
+
+
+def _encode_cursor(state: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
+
+
+def _decode_cursor(cursor: str, fingerprint: str) -> dict:
+    """A cursor is only good for the query it came from (same filters, same grouping)."""
+    try:
+        state = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or state.get("q") != fingerprint:
+        raise error(400, "invalid_request_error", "page: invalid cursor for this query")
+    return state
+
+
 def usage_page(query: dict, key: str, now: datetime):
     limit = _limit(query)
     days = _days(query, now)
-    fingerprint = json.dumps({k: v for k, v in sorted(query.items()) if k != "page"})
-    cursor = query.get("page", [None])[0]
-    if cursor:
-        try:
-            state = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-            assert state.get("q") == fingerprint
-        except (ValueError, AssertionError):
-            raise error(400, "invalid_request_error", "page: invalid cursor for this query") from None
-    else:
-        state = {"d": 0, "r": 0}
+    fingerprint, cursor = _fingerprint(query), query.get("page", [None])[0]
+    state = _decode_cursor(cursor, fingerprint) if cursor else {"d": 0, "r": 0}
     d, r, emitted, buckets = state["d"], state["r"], 0, []
     while d < len(days) and len(buckets) < limit and emitted < RESULTS_PER_PAGE:
         start = days[d]
@@ -109,31 +123,99 @@ def usage_page(query: dict, key: str, now: datetime):
         if r >= len(results):
             d, r = d + 1, 0
     has_more = d < len(days)
-    next_page = base64.urlsafe_b64encode(json.dumps({"d": d, "r": r, "q": fingerprint}).encode()).decode() if has_more else None
+    next_page = _encode_cursor({"d": d, "r": r, "q": fingerprint}) if has_more else None
     return {"data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 
-def cost_page(query: dict, key: str, now: datetime) -> dict:
+TOKEN_PHRASES = {
+    "uncached_input_tokens": "Input Tokens",
+    "output_tokens": "Output Tokens",
+    "cache_read_input_tokens": "Cache Read Input Tokens",
+    "cache_creation.ephemeral_5m_input_tokens": "5m Cache Write Input Tokens",
+    "cache_creation.ephemeral_1h_input_tokens": "1h Cache Write Input Tokens",
+}
+COST_GROUPS = ("workspace_id", "description")
+
+
+def display_name(model_id: str) -> str:
+    """``claude-opus-5-5`` → ``Claude Opus 5.5``; ``claude-3-opus`` → ``Claude Opus 3`` (the pricing page's names)."""
+    family = next(m.family for m in anthropic_data.MODELS if m.id == model_id)
+    parts = family.removeprefix("claude-").split("-")
+    if parts[0].isdigit():
+        parts = parts[1:] + parts[:1]
+    return f"Claude {parts[0].title()} {'.'.join(parts[1:])}"
+
+
+def describe(result: dict, cost_type: str, token_type: str | None) -> str:
+    """The line's description, in the form of the fact sheet's example ("Claude Sonnet 4.5 Usage - Input Tokens").
+
+    Only that form is documented; the qualifiers for batch, the 1M window, fast mode and US-only
+    inference are the simulator's own wording, so lines billed at different rates stay apart.
+    """
+    batch = "Batch " if result["service_tier"] == "batch" else ""
+    fast = "Fast Mode " if result["speed"] == "fast" else ""
+    what = TOKEN_PHRASES[token_type] if cost_type == "tokens" else cost_type.replace("_", " ").title()
+    window = ", Long Context" if result["context_window"] == "200k-1M" else ""
+    geo = ", US-only Inference" if result["inference_geo"] == "us" else ""
+    return f"{display_name(result['model'])} {batch}{fast}Usage - {what}{window}{geo}"
+
+
+def cost_ledger(key: str, day) -> list[tuple[str | None, tuple, int]]:
+    """The day's bill at its finest grain: (workspace_id, description fields, nano-dollars).
+
+    Every answer of the cost route is a sum of these integer entries (1 nano-dollar = 1e-7 cent), so
+    any grouping (or none) adds up to the same total exactly. Amounts come from
+    :func:`anthropic_data.billed_cents`.
+    """
+    entries = []
+    for result in anthropic_data.day_results(key, day):
+        for (cost_type, token_type), cents in (anthropic_data.billed_cents(result, day) or {}).items():
+            fields = (cost_type, token_type, result["model"], result["service_tier"], result["context_window"],
+                      describe(result, cost_type, token_type))
+            entries.append((result["workspace_id"], fields, round(Fraction(cents) * 10**7)))
+    return entries
+
+
+def cents_text(nano: int) -> str:
+    """Integer nano-dollars as the report's decimal string in cents (``12345000000`` → ``"123.45"``)."""
+    text = format(Decimal(nano).scaleb(-7), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _cost_results(key: str, day, group_by: list[str]) -> list[dict]:
+    totals: dict[tuple, int] = {}
+    for workspace, fields, nano in cost_ledger(key, day):
+        group = (workspace if "workspace_id" in group_by else None,
+                 fields if "description" in group_by else (None,) * len(fields))
+        totals[group] = totals.get(group, 0) + nano
+    results = []
+    for (workspace, fields), nano in sorted(totals.items(), key=lambda kv: [str(kv[0][0]), *map(str, kv[0][1])]):
+        cost_type, token_type, model, tier, window, description = fields
+        results.append({"currency": "USD", "amount": cents_text(nano), "workspace_id": workspace,
+                        "description": description, "cost_type": cost_type, "context_window": window,
+                        "model": model, "service_tier": tier, "token_type": token_type})
+    return results
+
+
+def cost_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
+    """One page of the cost report: ``limit`` daily buckets (1-31, default 7), ``group_by[]`` of
+    ``workspace_id`` and ``description``; descriptive fields are null unless grouped by description,
+    ``workspace_id`` is null when not grouped (and for the default workspace)."""
+    limit = _limit(query)
     days = _days(query, now)
-    by_description = "description" in query.get("group_by[]", [])
-    buckets = []
-    for start in days:
-        totals: dict[tuple, float] = {}
-        for result in anthropic_data.day_results(key, start.date()):
-            for (cost_type, token_type), cents in (anthropic_data.billed_cents(result, start.date()) or {}).items():
-                group = (cost_type, token_type, result["model"], result["service_tier"], result["context_window"]) \
-                    if by_description else ()
-                totals[group] = totals.get(group, 0.0) + cents
-        results = []
-        for group, cents in sorted(totals.items(), key=lambda kv: str(kv[0])):
-            cost_type, token_type, model, tier, window = group if group else (None,) * 5
-            results.append({"currency": "USD", "amount": f"{cents:.6f}", "workspace_id": None,
-                            "description": f"{model} {token_type or cost_type}" if group else None,
-                            "cost_type": cost_type, "context_window": window, "model": model,
-                            "service_tier": tier, "token_type": token_type})
-        buckets.append({"starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "ending_at": (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), "results": results})
-    return {"data": buckets, "has_more": False, "next_page": None}
+    group_by = query.get("group_by[]", [])
+    for field in group_by:
+        if field not in COST_GROUPS:
+            raise error(400, "invalid_request_error", f"group_by[]: {field!r} is not one of {list(COST_GROUPS)}")
+    fingerprint, cursor = _fingerprint(query), query.get("page", [None])[0]
+    d = _decode_cursor(cursor, fingerprint)["d"] if cursor else 0
+    buckets = [{"starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "ending_at": (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "results": _cost_results(key, start.date(), group_by)} for start in days[d : d + limit]]
+    d += len(buckets)
+    has_more = d < len(days)
+    next_page = _encode_cursor({"d": d, "q": fingerprint}) if has_more else None
+    return {"data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 
 def stray_bucket(key: str, day) -> dict:

@@ -1,19 +1,22 @@
 """The simulator's OpenAI routes: ``/v1/organization/usage/completions`` and ``/v1/organization/costs``.
 
 Responses follow OpenAI's published schemas (``UsageResponse`` of ``UsageTimeBucket`` holding
-``UsageCompletionsResult`` or ``CostsResult``). Pages hold at most ``limit`` buckets and at most
-``RESULTS_PER_PAGE`` results, so a busy day spans several pages; ``next_page`` is an opaque cursor.
+``UsageCompletionsResult`` or ``CostsResult``). Usage pages hold at most ``limit`` buckets and at
+most ``RESULTS_PER_PAGE`` results, so a busy day spans several pages; cost pages hold ``limit``
+buckets, as documented. ``next_page`` is an opaque cursor bound to the query it came from.
 """
 from __future__ import annotations
 
 import base64
 import json
 from datetime import datetime, timezone
+from fractions import Fraction
 
 from beam_pipelines.testing.simulator import openai_data
 
 RESULTS_PER_PAGE = 20
 DAY = 86400
+COST_GROUPS = ("project_id", "line_item", "api_key_id")
 
 
 class ApiError(Exception):
@@ -99,29 +102,76 @@ def usage_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
     return {"object": "page", "data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 
-def costs_page(query: dict, key: str, now: datetime) -> dict:
-    """Daily costs grouped by line item (``{model}, [tier ]{token class}[, long context]``); one page."""
-    days = _days(query, now)
-    buckets = []
-    for start in days:
-        day = datetime.fromtimestamp(start, timezone.utc).date()
-        totals: dict[str, float] = {}
-        for result in openai_data.day_results(key, day):
-            billed = openai_data.billed_cost(result, day)
-            for item, amount in (billed or {}).items():
-                line = f"{result['model']}, {item}"
-                totals[line] = totals.get(line, 0.0) + amount
-        buckets.append({
-            "object": "bucket", "start_time": start, "end_time": start + DAY,
-            "results": [
-                {"object": "organization.costs.result", "amount": {"value": round(v, 6), "currency": "usd"},
-                 "line_item": line, "project_id": None, "api_key_id": None, "quantity": None,
-                 "quantity_unit": None}
-                for line, v in sorted(totals.items())
-            ],
-        })
-    return {"object": "page", "data": buckets, "has_more": False, "next_page": None}
+def _choices(query: dict, name: str, allowed: tuple[str, ...]) -> list[str]:
+    values = query.get(name, [])
+    for value in values:
+        if value not in allowed:
+            raise error(400, f"Invalid value for '{name}': {value!r} is not one of {list(allowed)}.")
+    return values
 
+
+def _nano(usd: float) -> int:
+    """A float bill in integer nano-dollars, rounded half-to-even from the float's exact binary value."""
+    return round(Fraction(usd) * 10**9)
+
+
+def cost_ledger(key: str, day) -> list[tuple[str, str, str, int, int]]:
+    """The day's bill at its finest grain: (project_id, api_key_id, line item, tokens, nano-dollars).
+
+    Every answer of the costs route is a sum of these integer entries, so any grouping (or none) adds
+    up to the same total exactly, as a ledger does. Amounts come from :func:`openai_data.billed_lines`.
+    """
+    entries = []
+    for result in openai_data.day_results(key, day):
+        for item, (tokens, usd) in (openai_data.billed_lines(result, day) or {}).items():
+            entries.append((result["project_id"], result["api_key_id"], f"{result['model']}, {item}", tokens, _nano(usd)))
+    return entries
+
+
+def _cost_results(key: str, start: int, group_by: list[str], projects: set, api_keys: set) -> list[dict]:
+    day = datetime.fromtimestamp(start, timezone.utc).date()
+    totals: dict[tuple, list[int]] = {}
+    for project, api_key, line, tokens, nano in cost_ledger(key, day):
+        if (projects and project not in projects) or (api_keys and api_key not in api_keys):
+            continue
+        group = (project if "project_id" in group_by else None, api_key if "api_key_id" in group_by else None,
+                 line if "line_item" in group_by else None)
+        total = totals.setdefault(group, [0, 0])
+        total[0] += tokens
+        total[1] += nano
+    by_line = "line_item" in group_by
+    return [
+        {"object": "organization.costs.result",
+         # a JSON number, as the API sends it; nano-dollars survive the double exactly below $10^6
+         "amount": {"value": float(Fraction(nano, 10**9)), "currency": "usd"},
+         "line_item": line, "project_id": project, "api_key_id": api_key,
+         "quantity": tokens if by_line else None, "quantity_unit": "tokens" if by_line else None}
+        for (project, api_key, line), (tokens, nano) in sorted(totals.items(), key=lambda kv: [g or "" for g in kv[0]])
+    ]
+
+
+def costs_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
+    """One page of daily costs (``limit`` buckets, 1-180, default 7), as ``GET /organization/costs`` documents.
+
+    ``group_by`` takes ``project_id``, ``line_item`` and ``api_key_id`` in any combination; a field not
+    grouped by is null and its costs are summed. ``project_ids`` and ``api_key_ids`` filter. Array
+    parameters are read by the spec's own names (repeated ``group_by=``); ``group_by[]`` is not a
+    parameter of this operation and is ignored like any unknown one. Line items read
+    ``{model}, [tier ]{token class}[, long context]``; ``quantity`` is in tokens when grouped by line item.
+    """
+    limit = _int(query, "limit", default=7, lo=1, hi=180)
+    days = _days(query, now)
+    group_by = _choices(query, "group_by", COST_GROUPS)
+    projects, api_keys = set(query.get("project_ids", [])), set(query.get("api_key_ids", []))
+    fingerprint = json.dumps({k: v for k, v in sorted(query.items()) if k != "page"})
+    cursor = query.get("page", [None])[0]
+    d = _decode_cursor(cursor, fingerprint)["d"] if cursor else 0
+    buckets = [{"object": "bucket", "start_time": start, "end_time": start + DAY,
+                "results": _cost_results(key, start, group_by, projects, api_keys)} for start in days[d : d + limit]]
+    d += len(buckets)
+    has_more = d < len(days)
+    next_page = _encode_cursor({"d": d, "q": fingerprint}) if has_more else None
+    return {"object": "page", "data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 
 def stray_bucket(key: str, day) -> dict:

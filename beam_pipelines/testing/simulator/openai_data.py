@@ -228,8 +228,12 @@ def _long_share(result: dict) -> float:
     return 0.004 if digest[0] < 40 else 0.0
 
 
-def billed_cost(result: dict, day: date) -> dict[str, float] | None:
-    """USD per line item as OpenAI bills the result; None for models it bills elsewhere (fine-tunes)."""
+def billed_lines(result: dict, day: date) -> dict[str, tuple[int, float]] | None:
+    """(tokens, USD) per line item as OpenAI bills the result; None for models it bills elsewhere (fine-tunes).
+
+    The token count is the line's quantity in the costs API; the long-prompt surcharge line counts the
+    share of tokens it applies to.
+    """
     model = next(m for m in MODELS if m.id == result["model"])
     if not model.family:
         return None
@@ -246,11 +250,18 @@ def billed_cost(result: dict, day: date) -> dict[str, float] | None:
     }
     prefix = "" if tier == "default" else f"{tier} "
     share = _long_share(result)
-    bill: dict[str, float] = {}
+    lines: dict[str, tuple[int, float]] = {}
     for item, (tokens, rate, long_multiplier) in classes.items():
         if not tokens:
             continue
-        bill[prefix + item] = tokens * rate / 1e6
+        lines[prefix + item] = (tokens, tokens * rate / 1e6)
         if share:  # the surcharge on the long prompts' tokens, on a line of its own
-            bill[f"{prefix}{item}, {LONG_CONTEXT_LINE}"] = tokens * share * rate * (long_multiplier - 1) / 1e6
-    return bill
+            lines[f"{prefix}{item}, {LONG_CONTEXT_LINE}"] = (
+                round(tokens * share), tokens * share * rate * (long_multiplier - 1) / 1e6)
+    return lines
+
+
+def billed_cost(result: dict, day: date) -> dict[str, float] | None:
+    """USD per line item as OpenAI bills the result; None for models it bills elsewhere (fine-tunes)."""
+    lines = billed_lines(result, day)
+    return None if lines is None else {item: usd for item, (_, usd) in lines.items()}

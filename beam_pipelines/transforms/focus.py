@@ -1,0 +1,101 @@
+"""``<provider>.focus``: FOCUS 1.2 rows of the run's costs, for the shared ``focus_cost_daily`` table.
+
+A cost pipeline adds this step after its cost step and loads its output beside the cost table,
+scoped to its provider and replacing the same days (``days_like``), in the same per-org commit: the
+FOCUS table is rebuilt from exactly the rows the provider tables were, and never disagrees with
+them. Rows are checked against the specification (:mod:`beam_pipelines.focus.validator`) before
+they can be staged; a rule broken fails the org, naming the column. Usage we could not price is
+left out of FOCUS (never $0) and counted in the step's log (``unpriced``).
+
+Google Cloud rows arrive as staged Parquet parts (a billing day may not fit in memory): each part
+is mapped to a FOCUS part written beside it, one bounded part at a time.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.errors import ValidationFailed, one_line_error
+from beam_pipelines.focus.columns import focus_schema
+from beam_pipelines.focus.gcp import focus_rows_gcp
+from beam_pipelines.focus.llm import focus_rows_anthropic, focus_rows_openai, price_list_rates
+from beam_pipelines.focus.validator import validate_focus
+from beam_pipelines.pricing.anthropic_cost import BATCH_TIERS
+from beam_pipelines.pricing.openai_cost import TIER_ALIASES
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows
+from beam_pipelines.transforms.step import StepTransform
+from beam_pipelines.transforms.usage import OrgPricedStep
+from beam_pipelines.warehouse.arrow_schema import to_arrow
+
+
+def check_focus(rows: pd.DataFrame | pa.Table) -> None:
+    errors = [f for f in validate_focus(rows) if f.severity == "error"]
+    if errors:
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ValidationFailed(f"FOCUS 1.2: {first.column}: {first.rule}: {first.detail}{more}")
+
+
+class FocusFromCosts(OrgPricedStep):
+    focus_fn = None
+
+    def work(self, batch: OrgBatch, prices) -> tuple[pd.DataFrame, dict]:
+        rows, unpriced = type(self).focus_fn(batch.rows, *price_list_rates(prices), run_id=batch.run_id,
+                                             loaded_at=self.ctx.loaded_at)
+        if self.options.validate_rows and len(rows):
+            check_focus(rows)
+        return rows, {"unpriced": unpriced} if unpriced else {}
+
+
+class OpenAIFocus(FocusFromCosts):
+    provider = "openai"
+    tier_aliases = TIER_ALIASES
+    focus_fn = staticmethod(focus_rows_openai)
+
+
+class AnthropicFocus(FocusFromCosts):
+    provider = "anthropic"
+    batch_tiers = BATCH_TIERS
+    focus_fn = staticmethod(focus_rows_anthropic)
+
+
+class _FocusParts(beam.DoFn):
+    def __init__(self, step: StepTransform):
+        self._step = step
+
+    def setup(self):
+        self._schema = focus_schema(self._step.ctx.configs_dir)
+
+    def process(self, batch: OrgBatch):
+        started = datetime.now(timezone.utc)
+        try:
+            part: StagedRows = batch.rows
+            rows = focus_rows_gcp(part.read(), run_id=batch.run_id)
+            if self._step.options.validate_rows and len(rows):
+                check_focus(rows)
+            table = to_arrow(rows, self._schema, "focus_cost_daily")
+            head, _, name = part.path.rpartition("/")
+            path = FileSystems.join(head, "focus", name)
+            with FileSystems.create(path) as fh:
+                pq.write_table(table, fh)
+        except Exception as exc:
+            yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug,
+                                                                    error=one_line_error(exc), started_at=started))
+            return
+        if table.num_rows:
+            yield OrgBatch(batch.org_slug, batch.run_id, StagedRows(path, part.day, table.num_rows))
+        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug, rows=table.num_rows,
+                                                                started_at=started))
+
+
+class GcpFocus(StepTransform):
+    kind = "transform"
+
+    def expand(self, batches):
+        outputs = batches | "Focus" >> beam.ParDo(_FocusParts(self)).with_outputs(EVENTS, main="main")
+        return {"main": outputs.main, "events": outputs[EVENTS]}
