@@ -63,6 +63,15 @@ REGISTRY: dict[str, RegistryEntry] = {
         "transform", step_options.FocusOptions, "beam_pipelines.transforms.focus:AnthropicFocus"
     ),
     "gcp.focus": RegistryEntry("transform", step_options.GcpFocusOptions, "beam_pipelines.transforms.focus:GcpFocus"),
+    "openai.billed_cost": RegistryEntry(
+        "extract", step_options.OpenAIBilledOptions, "beam_pipelines.transforms.billed:ExtractOpenAIBill"
+    ),
+    "anthropic.billed_cost": RegistryEntry(
+        "extract", step_options.AnthropicBilledOptions, "beam_pipelines.transforms.billed:ExtractAnthropicBill"
+    ),
+    "ledger.reconcile": RegistryEntry(
+        "transform", step_options.ReconcileOptions, "beam_pipelines.transforms.ledger:Reconcile"
+    ),
     "warehouse.read": RegistryEntry(
         "extract", step_options.StoredRowsOptions, "beam_pipelines.transforms.stored:ReadStoredRows"
     ),

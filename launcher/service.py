@@ -109,6 +109,7 @@ class LaunchService:
         self.pipelines = pipelines
         self.metastore = metastore
         self.system = settings.core.system
+        self._warehouse = None
 
     # pipeline runs ---------------------------------------------------------------------------------
     def run_pipeline(self, api_key: str | None, org: str, segments: list[str], raw_body: bytes,
@@ -178,7 +179,24 @@ class LaunchService:
             raise ApiProblem(404, "not_found", "no such run")
         view = run_view(run, self.metastore.list_steps(run_id))
         view["data_quality"] = [{k: r[k] for k in DQ_FIELDS} for r in self.metastore.list_dq_results(run_id)]
+        view["reconciliation"] = self.reconciliation(run)
         return view
+
+    def reconciliation(self, run: dict) -> list[dict]:
+        """The ledger's status of the run's days for its provider (LLM pipelines; empty before a ledger run)."""
+        from beam_pipelines.ledger.report import ledger_days
+        from beam_pipelines.warehouse.base import WarehouseSpec
+
+        provider = (run.get("config_path") or "").split("/")[0]
+        if provider not in ("openai", "anthropic") or not run.get("start_date") or not run.get("end_date"):
+            return []
+        if self._warehouse is None:
+            self._warehouse = WarehouseSpec.from_settings(self.settings.core).open()
+        rows = ledger_days(self._warehouse, self.settings.core.org_dataset(run["org_slug"]), run["start_date"],
+                           run["end_date"], provider)
+        return [{"usage_date": r["usage_date"].isoformat(), "status": r["status"],
+                 "computed_cost_usd": str(r["computed_cost_usd"]), "billed_cost_usd": str(r["billed_cost_usd"]),
+                 "variance_usd": str(r["variance_usd"])} for r in rows]
 
     def list_runs(self, api_key: str | None, limit: int, status: str | None) -> dict:
         key = authenticate_org_key(api_key, self.metastore)

@@ -125,6 +125,27 @@ def cmd_prices_missing(settings, args) -> int:
     return 0
 
 
+def cmd_reconcile(settings, args) -> int:
+    from beam_pipelines.ledger.report import COLUMNS, ledger_days, printable
+    from beam_pipelines.orgs import check_org_slug
+    from beam_pipelines.pipeline.dates import utc_today
+    from beam_pipelines.warehouse.base import WarehouseSpec
+
+    check_org_slug(args.org)
+    end = utc_today() - timedelta(days=1)
+    start = end - timedelta(days=max(args.days, 1) - 1)
+    rows = ledger_days(WarehouseSpec.from_settings(settings).open(), settings.org_dataset(args.org), start, end,
+                       args.provider)
+    print(f"ledger of {args.org}, {start} .. {end}: computed (our priced usage) beside billed (the provider's bill)")
+    if not rows:
+        print("no ledger rows: run the <provider>/ledger/billed_cost pipelines after the usage pipelines")
+        return 0
+    print(render(COLUMNS, printable(rows)))
+    off = [r for r in rows if r["status"] != "MATCHED"]
+    print(f"{len(rows) - len(off)} of {len(rows)} provider-days MATCHED")
+    return 1 if any(r["status"] == "VARIANCE" for r in off) else 0
+
+
 def cmd_templates(settings, args) -> int:
     from beam_pipelines.config.loader import discover_pipelines
 

@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 
-from beam_pipelines.errors import ConvergenceError
+from beam_pipelines.ops.doctor import describe, format_problems, run_doctor
 
 log = logging.getLogger(__name__)
 ROOT_KEY_VARIABLES = ("CA_ROOT_API_KEY_SECRET", "CA_ROOT_API_KEY")
@@ -33,8 +33,8 @@ def launcher_settings(settings):
 
     try:
         return LauncherSettings.from_env(settings)
-    except ConvergenceError as exc:
-        log.warning("launcher settings read without the root key: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - ConvergenceError, or google.auth's when there is no credential
+        log.warning("launcher settings read without the root key: %s", describe(exc))
     saved = {name: os.environ.pop(name) for name in ROOT_KEY_VARIABLES if name in os.environ}
     try:
         return LauncherSettings.from_env(settings)
@@ -45,8 +45,6 @@ def launcher_settings(settings):
 def run_doctor_cli(args, settings, *, session=None, endpoints=None, storage_client=None, bigquery_client=None) -> int:
     """Print the problems (or the ok line); 1 when there are problems. The keyword arguments replace
     the Google clients (tests point them at loopback servers and emulators)."""
-    from beam_pipelines.ops.doctor import format_problems, run_doctor
-
     secret = os.environ.get("CA_ROOT_API_KEY_SECRET", "").strip() or None
     problems = run_doctor(settings, launcher_settings(settings), session, endpoints, storage_client, bigquery_client,
                           root_key_secret=secret)

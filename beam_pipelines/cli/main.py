@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     missing.add_argument("--end-date", type=_day, help="last UTC day (default: yesterday)")
     missing.add_argument("--days", type=int, default=31, help="window when --start-date is not given (default 31)")
 
+    reconcile = sub.add_parser("reconcile", help="the ledger: our computed cost beside each provider's bill, per day")
+    reconcile.add_argument("--org", required=True, metavar="SLUG")
+    reconcile.add_argument("--days", type=int, default=7, help="the last N days up to yesterday (default 7)")
+    reconcile.add_argument("--provider", choices=["openai", "anthropic"])
+
     job = sub.add_parser("job", help="run pre-recorded runs (used by the launcher's local backend)")
     job.add_argument("pipeline")
     job.add_argument("--run", action="append", required=True, metavar="ORG=RUN_ID", dest="runs")

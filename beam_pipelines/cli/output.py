@@ -22,7 +22,7 @@ def _jsonable(value):
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return float(value)
+        return str(value)  # money stays exact: never through a binary float
     if isinstance(value, bytes):
         return "<bytes>"
     return value

@@ -47,6 +47,17 @@ class GcpFocusOptions(StrictModel):
     validate_rows: bool = Field(True, description="check every row against the FOCUS 1.2 rules before staging")
 
 
+class ReconcileOptions(StrictModel):
+    provider: Literal["openai", "anthropic"]
+    computed_table: str = Field(pattern=TABLE_NAME, description="the org's priced usage for the same days")
+    schema_file: str = Field(description="its schema file, relative to the configs folder")
+    partition_field: str = "usage_date"
+    scope_column: str = Field(description="project_id (OpenAI) or workspace_id (Anthropic), on both sides")
+    tolerance_usd: float = Field(0.01, ge=0, description="variance always MATCHED under this many dollars")
+    tolerance_pct: float = Field(1.0, ge=0, le=100, description="else MATCHED within this % of the bill")
+    restatement_days: int = Field(3, ge=0, le=31, description="days a provider may still restate its bill")
+
+
 class LoadOptions(StrictModel):
     table: str = Field(pattern=TABLE_NAME)
     schema_file: str = Field(description="BigQuery JSON schema, relative to the configs folder")
@@ -57,6 +68,14 @@ class LoadOptions(StrictModel):
     days_like: str | None = Field(None, pattern=TABLE_NAME,
                                   description="replace the days this other table of the run replaces, even with no rows")
     total_column: str | None = Field(None, description="cost column reported when a populated day is kept")
+
+
+class OpenAIBilledOptions(HttpFetchOptions):
+    group_by: tuple[Literal["project_id", "line_item", "api_key_id"], ...] = ("project_id", "line_item")
+
+
+class AnthropicBilledOptions(HttpFetchOptions):
+    group_by: tuple[Literal["workspace_id", "description"], ...] = ("workspace_id", "description")
 
 
 class StoredRowsOptions(StrictModel):

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 TIMEOUT = 30.0  # seconds per call: a doctor answers quickly or says it could not
-MAX_MESSAGE = 300
+MAX_MESSAGE = 400  # characters of one line; API messages can be long
 ROOT_KEY_SECRET_ID = "ca-root-key"  # noqa: S105 - a Secret Manager name (deploy/steps/06-secrets.sh), not a value
 JOB_PREFIX = "convergence-"  # every job deploy/steps/11-scheduler.sh creates
 SCHEDULER_PAGE_SIZE = 500  # the API's maximum
@@ -50,6 +50,7 @@ KMS_PERMISSIONS = ("cloudkms.cryptoKeyVersions.useToDecrypt",)  # expected: none
 BUCKET_PERMISSIONS = ("storage.objects.get", "storage.objects.list")
 
 SECRET_NAME = re.compile(r"projects/[^/]+/secrets/[^/]+(/versions/[^/]+)?")
+_REQUEST_PREFIX = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE) \S+: ")  # the client's "POST <url>: " before the API's message
 KMS_KEY_NAME = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
 
 
@@ -95,7 +96,9 @@ def describe(exc: BaseException) -> str:
         return _one_line(str(exc))
     code, message = getattr(exc, "code", None), getattr(exc, "message", None)
     if isinstance(code, int) and message:  # google.api_core errors (BigQuery, Cloud Storage)
-        return _one_line(f"HTTP {code}: {str(message).splitlines()[0]}")
+        details = [e["message"] for e in getattr(exc, "errors", None) or [] if isinstance(e, dict) and e.get("message")]
+        text = details[0] if details else _REQUEST_PREFIX.sub("", str(message))
+        return _one_line(f"HTTP {code}: {text.splitlines()[0] if text else ''}")
     return _one_line(f"{type(exc).__name__}: {exc}")
 
 
@@ -125,7 +128,12 @@ class Context:
         self.settings, self.launcher = settings, launcher
         self.endpoints: Callable[[str], str] = endpoints or default_endpoints
         self._session, self._storage, self._bigquery = session, storage_client, bigquery_client
-        self.root_key_secret = root_key_secret or f"projects/{settings.gcp_project}/secrets/{ROOT_KEY_SECRET_ID}"
+        self._root_key_secret = root_key_secret
+
+    @property
+    def root_key_secret(self) -> str:
+        """``CA_ROOT_API_KEY_SECRET`` as given, else the secret deploy/steps/06-secrets.sh creates."""
+        return self._root_key_secret or f"projects/{self.project}/secrets/{ROOT_KEY_SECRET_ID}"
 
     @property
     def project(self) -> str:
@@ -317,10 +325,11 @@ def _spec_problems(path: str, text: str, image: str) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - any parse failure is the finding
         return [f"{path}: not a Flex Template spec (ContainerSpec): {describe(exc)}"]
     issues = []
-    if image and spec.image != image:
-        issues.append(f"image {spec.image or '(none)'}, expected {image} (DATAFLOW_SDK_CONTAINER_IMAGE)")
     worker_image = spec.default_environment.sdk_container_image
-    if image and worker_image and worker_image != image:
+    if image and spec.image != image:
+        too = " (defaultEnvironment.sdkContainerImage too)" if worker_image == spec.image else ""
+        issues.append(f"image {spec.image or '(none)'}{too}, expected {image} (DATAFLOW_SDK_CONTAINER_IMAGE)")
+    if image and worker_image and worker_image not in (image, spec.image):
         issues.append(f"defaultEnvironment.sdkContainerImage {worker_image}, expected {image}")
     if spec.sdk_info.language != df.SDKInfo.Language.PYTHON:
         issues.append(f"sdkInfo.language {spec.sdk_info.language.name}, expected PYTHON")

@@ -36,8 +36,10 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         if entry.kind in ("load", "notify"):
             (loads if entry.kind == "load" else notifies).append((step, options, transform_cls))
             continue
-        source = items if entry.kind == "extract" else outputs[step.input]
-        result = source | transform_cls(step, options, ctx)
+        if entry.kind == "extract":
+            result = items | transform_cls(step, options, ctx)
+        else:  # a transform may also need the run's work items (its orgs and days), e.g. the ledger
+            result = outputs[step.input] | transform_cls(step, options, ctx, work_items=items)
         outputs[step.step_id] = result["main"]
         events.append(result["events"])
         if "staged" in result:  # steps that write whole tables (seed) stage them for the same commit

@@ -81,6 +81,12 @@ def _not_in_set(df: pd.DataFrame, column: str, value_set: list, report_column: s
     return hits.empty, observed
 
 
+def _in_set(df: pd.DataFrame, column: str, value_set: list) -> tuple[bool, object]:
+    outside = df[df[column].notna() & ~df[column].isin(value_set)]
+    return outside.empty, {"unexpected_count": len(outside),
+                           "unexpected_values": sorted(map(str, outside[column].unique()))[:MAX_LISTED]}
+
+
 def _exact(series: pd.Series) -> pd.Series:
     """Money columns hold Decimal: compare them exactly; other numbers as numbers."""
     if series.dtype == object:
@@ -104,6 +110,7 @@ CHECKS: dict[str, Callable] = {
     "expect_compound_columns_to_be_unique": _compound_unique,
     "expect_table_row_count_to_be_between": _row_count,
     "expect_column_values_to_not_be_in_set": _not_in_set,
+    "expect_column_values_to_be_in_set": _in_set,
     "expect_column_to_equal_sum_of_columns": _sum_of_columns,
 }
 
