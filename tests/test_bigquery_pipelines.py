@@ -49,7 +49,8 @@ def test_openai_totals_match_the_simulator_reruns_are_identical_and_a_failing_or
     got = query(settings, "SELECT usage_date, COUNT(*), SUM(input_tokens), SUM(output_tokens)"
                           " FROM acme_dev.openai_cost_daily GROUP BY usage_date ORDER BY usage_date")
     assert {row[0]: list(row[1:]) for row in got} == dict(expected)
-    assert status["acme"]["rows_written"] == 2 * sum(v[0] for v in expected.values())
+    [(focus,)] = query(settings, "SELECT COUNT(*) FROM acme_dev.focus_cost_daily")
+    assert status["acme"]["rows_written"] == 2 * sum(v[0] for v in expected.values()) + focus > 0, "raw, cost and FOCUS"
     assert WarehouseSpec.from_settings(settings).open().read_table("globex_dev", "openai_cost_daily") is None
 
     columns = "usage_date, row_key, model, input_tokens, output_tokens, total_cost_usd, price_version"
@@ -130,8 +131,10 @@ def test_the_emulator_is_a_mode_users_run_from_the_cli(bq_settings, home, simula
         str(past_days[0]), "--quiet")
     runs = json.loads(cli("runs", "--format", "json"))
     assert runs[0]["status"] == "COMPLETED" and runs[0]["config_path"] == "openai/cost/usage_cost"
-    rows = json.loads(cli("query", "SELECT COUNT(*) AS n FROM acme_dev.openai_cost_daily", "--format", "json"))
-    assert rows[0]["n"] * 2 == runs[0]["rows_written"]
+    rows = json.loads(cli("query", "SELECT (SELECT COUNT(*) FROM acme_dev.openai_usage_daily_raw) + (SELECT COUNT(*)"
+                              " FROM acme_dev.openai_cost_daily) + (SELECT COUNT(*) FROM acme_dev.focus_cost_daily) AS n",
+                          "--format", "json"))
+    assert rows[0]["n"] == runs[0]["rows_written"] > 0
     from google.cloud import bigquery
 
     tables = {t.table_id for t in warehouse_client(bq_project).list_tables(f"{bq_project}.acme_dev")}

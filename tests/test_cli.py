@@ -64,15 +64,18 @@ def test_run_then_inspect_runs_and_query(cli, past_days, home):
     assert {r["org_slug"]: r["status"] for r in runs} == {"acme": "COMPLETED", "globex": "FAILED"}
     acme = next(r for r in runs if r["org_slug"] == "acme")
     shown = json.loads(cli("runs", "show", acme["pipeline_logging_id"], "--format", "json", check=0).stdout)
-    assert [s["step_id"] for s in shown["steps"]] == ["extract_usage", "transform_cost", "validate_cost",
-                                                      "load_usage_raw", "load_cost_daily"]
+    steps = [s["step_id"] for s in shown["steps"]]
+    assert steps[0] == "extract_usage" and sorted(steps) == sorted([
+        "extract_usage", "transform_cost", "validate_cost", "transform_focus", "load_usage_raw", "load_cost_daily",
+        "load_focus"])
     assert {c["expectation_type"] for c in shown["data_quality"]} >= {"expect_compound_columns_to_be_unique"}
     assert shown["rows_written"] == acme["rows_written"] > 0
     assert "transform_cost" in cli("runs", "show", acme["pipeline_logging_id"], check=0).stdout
     assert cli("runs", "show", "nope", check=1).stderr.strip() == "error: run 'nope' does not exist"
-    rows = json.loads(cli("query", "SELECT COUNT(*) AS n FROM acme_dev.openai_cost_daily", "--format", "json",
-                          check=0).stdout)
-    assert rows[0]["n"] * 2 == acme["rows_written"]
+    rows = json.loads(cli("query", "SELECT (SELECT COUNT(*) FROM acme_dev.openai_usage_daily_raw) + (SELECT COUNT(*)"
+                              " FROM acme_dev.openai_cost_daily) + (SELECT COUNT(*) FROM acme_dev.focus_cost_daily) AS n",
+                          "--format", "json", check=0).stdout)
+    assert rows[0]["n"] == acme["rows_written"], "raw, cost and FOCUS rows"
     csv_out = cli("query", "SELECT model FROM acme_dev.openai_cost_daily LIMIT 1", "--format", "csv", check=0).stdout
     assert csv_out.splitlines()[0] == "model"
     # the credential never shows up in output, logs or run records

@@ -61,8 +61,9 @@ def test_local_job_runs_to_completed_and_rows_are_queryable(settings):
     assert run["status"] == "COMPLETED", run["error_message"]
     assert run["rows_written"] > 0 and [s["step_id"] for s in run["steps"]][0] == "extract_usage"
     _, rows = LocalWarehouse(settings.warehouse_dir).query(
-        f"SELECT COUNT(*) FROM acme_dev.openai_cost_daily WHERE usage_date = DATE '{DAY}'")
-    assert rows[0][0] * 2 == run["rows_written"]
+        "SELECT (SELECT COUNT(*) FROM acme_dev.openai_usage_daily_raw) + (SELECT COUNT(*) FROM acme_dev.openai_cost_daily)"
+        " + (SELECT COUNT(*) FROM acme_dev.focus_cost_daily)")
+    assert rows[0][0] == run["rows_written"], "raw, cost and FOCUS rows of the one day"
 
 
 def test_killed_job_ends_failed_with_the_signal(settings, simulator):

@@ -54,7 +54,8 @@ def test_warehouse_totals_match_the_simulator_and_reruns_are_identical(settings,
                               f" SUM(num_model_requests) FROM {org}_dev.openai_cost_daily GROUP BY 1 ORDER BY 1")
         assert {row[0]: list(row[1:]) for row in got} == dict(expected)
         run_row = next(r for r in result.runs if r["org_slug"] == org)
-        assert run_row["rows_written"] == 2 * sum(v[0] for v in expected.values())
+        [(focus,)] = query(settings, f"SELECT COUNT(*) FROM {org}_dev.focus_cost_daily")
+        assert run_row["rows_written"] == 2 * sum(v[0] for v in expected.values()) + focus, "raw, cost and FOCUS"
 
     columns = "usage_date, org_slug, row_key, model, input_tokens, output_tokens, total_cost_usd, price_version"
     before = query(settings, f"SELECT {columns} FROM acme_dev.openai_cost_daily ORDER BY row_key")

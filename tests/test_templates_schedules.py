@@ -91,7 +91,8 @@ def test_scheduler_jobs_call_the_trigger_with_oidc_and_retries():
     *triggers, reconcile = jobs
     by_pipeline = {json.loads(j["httpTarget"]["body"])["pipelines"][0]: j for j in triggers}
     assert set(by_pipeline) == {"openai/cost/usage_cost", "anthropic/cost/usage_cost", "gcp/cost/billing",
-                                "openai/subscriptions/subscriptions"}, "only scheduled pipelines"
+                                "openai/subscriptions/subscriptions", "openai/ledger/billed_cost",
+                                "anthropic/ledger/billed_cost"}, "only scheduled pipelines"
     job = by_pipeline["openai/cost/usage_cost"]
     assert job["schedule"] == "0 4 * * *" and job["timeZone"] == "UTC"
     assert job["httpTarget"]["uri"] == "https://launcher.example.test/api/v1/scheduler/trigger"

@@ -146,6 +146,12 @@ def cmd_reconcile(settings, args) -> int:
     return 1 if any(r["status"] == "VARIANCE" for r in off) else 0
 
 
+def cmd_doctor(settings, args) -> int:
+    from beam_pipelines.cli.doctor import run_doctor_cli
+
+    return run_doctor_cli(args, settings)
+
+
 def cmd_templates(settings, args) -> int:
     from beam_pipelines.config.loader import discover_pipelines
 

@@ -11,6 +11,7 @@ import os
 import sys
 from datetime import date
 
+from beam_pipelines.cli.doctor import add_doctor_parser
 from beam_pipelines.cli.prices import add_diff_parser
 from beam_pipelines.errors import ConvergenceError
 
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--org", required=True, metavar="SLUG")
     reconcile.add_argument("--days", type=int, default=7, help="the last N days up to yesterday (default 7)")
     reconcile.add_argument("--provider", choices=["openai", "anthropic"])
+
+    add_doctor_parser(sub)
 
     job = sub.add_parser("job", help="run pre-recorded runs (used by the launcher's local backend)")
     job.add_argument("pipeline")

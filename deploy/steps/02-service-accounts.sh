@@ -18,7 +18,8 @@ for binding in \
   "$WORKER_SA roles/dataflow.worker" \
   "$WORKER_SA roles/bigquery.jobUser" \
   "$LAUNCHER_SA roles/dataflow.developer" \
-  "$LAUNCHER_SA roles/bigquery.jobUser"; do
+  "$LAUNCHER_SA roles/bigquery.jobUser" \
+  "$LAUNCHER_SA roles/cloudscheduler.viewer"; do  # read-only: `convergence doctor` checks the jobs as the service
   read -r member role <<<"$binding"
   run_retry gcloud projects add-iam-policy-binding "$PROJECT" \
     --member="serviceAccount:$member" --role="$role" --condition=None
