@@ -245,7 +245,7 @@ def test_bucket_flags_take_no_value_and_lifecycle_deletes_tmp_and_staging(dry_ru
 
 def test_project_bindings_carry_condition_none(dry_run):
     bindings = _find(_commands(dry_run), "gcloud", "projects", "add-iam-policy-binding")
-    assert len(bindings) == 5, "worker: dataflow.worker, bigquery.jobUser; launcher: dataflow.developer, bigquery.jobUser, cloudscheduler.viewer"
+    assert len(bindings) == 5, "worker: 2 roles; launcher: 3 (incl. cloudscheduler.viewer)"
     for binding in bindings:
         assert "--condition=None" in binding
 
