@@ -64,3 +64,14 @@ def test_missing_sides_price_changes_overrides_and_the_restatement_window():
 
 def test_a_day_with_nothing_on_either_side_has_no_row():
     assert ledger(computed(), billed()) == {}
+
+
+def test_partly_unpriced_and_priority_tier_models_are_named_without_claiming_their_bill():
+    rows = ledger(computed((D1, "w", "claude-sonnet-4-5", "PRICED", Decimal(10), "claude-sonnet-4-5:standard@2025-09-29"),
+                           (D1, "w", "claude-sonnet-4-5", "PRIORITY_TIER", None, None),
+                           (D1, "w", "ft:x", "UNPRICED", None, None)),
+                  billed((D1, "w", "claude-sonnet-4-5", Decimal(10))))
+    org = rows[D1, "org", None]
+    assert org["status"] == "MATCHED" and org["unpriced_billed_usd"] == 0
+    assert describe(org["reasons"]) == ("unpriced ft:x (not on this bill); claude-sonnet-4-5 Priority Tier usage"
+                                        " (billed under its commitment)")

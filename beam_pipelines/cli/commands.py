@@ -295,7 +295,7 @@ def cmd_query(settings, args) -> int:
 def cmd_simulate(settings, args) -> int:
     from beam_pipelines.testing.simulator import ProviderSimulator
 
-    sim = ProviderSimulator(args.host, args.port, idle_timeout=args.idle_timeout)
+    sim = ProviderSimulator(args.host, args.port, idle_timeout=args.idle_timeout, latency=args.latency)
     print(f"provider simulator on {sim.url}  (OPENAI_BASE_URL={sim.openai_base_url}"
           f" ANTHROPIC_BASE_URL={sim.anthropic_base_url})", flush=True)
     try:

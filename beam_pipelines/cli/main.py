@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=8787)
     simulate.add_argument("--idle-timeout", type=float, default=None, help="stop after N idle seconds")
+    simulate.add_argument("--latency", type=float, default=0.0, help="seconds before every answer (e.g. 0.05)")
 
     dev = sub.add_parser("dev", help="local set-up helpers (refused in production)")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

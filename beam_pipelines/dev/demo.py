@@ -15,7 +15,8 @@ from datetime import timedelta
 from beam_pipelines.cli.output import render
 
 DEMO_ORGS = ("acme_demo", "globex_demo")
-DAILY = ("openai/cost/usage_cost", "anthropic/cost/usage_cost", "gcp/cost/billing")
+DAILY = ("openai/cost/usage_cost", "anthropic/cost/usage_cost", "gcp/cost/billing", "openai/ledger/billed_cost",
+         "anthropic/ledger/billed_cost")
 COST_TABLES = ("openai_cost_daily", "anthropic_cost_daily")
 
 
@@ -84,30 +85,41 @@ def _union(settings, table: str) -> str:
 
 
 def summarize(settings, start, end) -> None:
+    from beam_pipelines.ledger.reconcile import describe
     from beam_pipelines.warehouse.base import WarehouseSpec
 
     warehouse = WarehouseSpec.from_settings(settings).open()
-    span = f"usage_date BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}'"
-    for table in COST_TABLES:
-        _, rows = warehouse.query(
-            f"SELECT usage_date, price_model, ROUND(SUM(total_cost_usd), 2) FROM ({_union(settings, table)})"
-            f" WHERE {span} AND pricing_status = 'PRICED' GROUP BY usage_date, price_model")
-        models = sorted({m for _, m, _ in rows})
-        by_day: dict = {}
-        for day, model, cost in rows:
-            by_day.setdefault(day, {})[model] = cost
-        print(f"\n{table}: USD per day and model, both demo orgs")
-        print(render(["usage_date", *models], [(d, *(by_day[d].get(m) for m in models)) for d in sorted(by_day)]))
-        columns, rows = warehouse.query(
-            f"SELECT org_slug, COUNT(*) AS usage_rows, ROUND(SUM(total_cost_usd), 2) AS total_cost_usd,"
-            f" SUM(CASE WHEN pricing_status <> 'PRICED' THEN 1 ELSE 0 END) AS flagged_rows,"
-            f" STRING_AGG(DISTINCT CASE WHEN pricing_status <> 'PRICED' THEN pricing_status || ' ' || model END, ', ')"
-            f" AS flagged FROM ({_union(settings, table)}) WHERE {span} GROUP BY org_slug ORDER BY org_slug")
+    days = f"BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}'"
+
+    def show(title: str, sql: str) -> None:
+        columns, rows = warehouse.query(sql)
+        print(f"\n{title}")
         print(render(columns, rows))
+
+    show("FOCUS 1.2 (focus_cost_daily): billed cost per provider and day, both demo orgs",
+         f"SELECT x_ChargeDate AS day, x_Provider AS provider, BillingCurrency AS currency, COUNT(*) AS focus_rows,"
+         f" ROUND(SUM(ListCost), 2) AS list_cost, ROUND(SUM(BilledCost), 2) AS billed_cost"
+         f" FROM ({_union(settings, 'focus_cost_daily')}) WHERE x_ChargeDate {days}"
+         f" GROUP BY x_ChargeDate, x_Provider, BillingCurrency ORDER BY day, provider, currency")
+    for table in COST_TABLES:
+        show(f"{table}: the five costliest models over the window, and usage we could not price",
+             f"SELECT price_model, ROUND(SUM(total_cost_usd), 2) AS cost_usd, COUNT(*) AS usage_rows"
+             f" FROM ({_union(settings, table)}) WHERE usage_date {days} AND pricing_status = 'PRICED'"
+             f" GROUP BY price_model ORDER BY cost_usd DESC LIMIT 5")
+        columns, rows = warehouse.query(
+            f"SELECT pricing_status, model, COUNT(*) AS usage_rows FROM ({_union(settings, table)})"
+            f" WHERE usage_date {days} AND pricing_status <> 'PRICED' GROUP BY pricing_status, model ORDER BY model")
+        if rows:
+            print(render(columns, rows))
     columns, rows = warehouse.query(
-        f"SELECT service_description AS service, ROUND(SUM(cost_usd), 2) AS cost_usd,"
-        f" ROUND(SUM(credits_total_usd), 2) AS credits_usd, ROUND(SUM(net_cost_usd), 2) AS net_cost_usd,"
-        f" COUNT(*) AS export_rows FROM ({_union(settings, 'gcp_billing_daily_raw')}) WHERE {span}"
-        f" GROUP BY service ORDER BY net_cost_usd DESC")
-    print("\ngcp_billing_daily_raw: USD by service, both demo orgs")
-    print(render(columns, rows))
+        f"SELECT usage_date, org_slug, provider, computed_cost_usd, billed_cost_usd, variance_usd, status, reasons"
+        f" FROM ({_union(settings, 'cost_reconciliation_daily')}) WHERE level = 'org' AND usage_date {days}"
+        f" ORDER BY usage_date, org_slug, provider")
+    print("\nledger (cost_reconciliation_daily): our computed cost beside each provider's bill")
+    print(render(["usage_date", "org", "provider", "computed_usd", "billed_usd", "variance_usd", "status", "why"],
+                 [(d, o, p, f"{c:.2f}", f"{b:.2f}", f"{v:+.2f}", st, describe(r)) for d, o, p, c, b, v, st, r in rows]))
+    show("gcp_billing_daily_raw: USD by service, both demo orgs",
+         f"SELECT service_description AS service, ROUND(SUM(cost_usd), 2) AS cost_usd,"
+         f" ROUND(SUM(credits_total_usd), 2) AS credits_usd, ROUND(SUM(net_cost_usd), 2) AS net_cost_usd,"
+         f" COUNT(*) AS export_rows FROM ({_union(settings, 'gcp_billing_daily_raw')}) WHERE usage_date {days}"
+         f" GROUP BY service ORDER BY net_cost_usd DESC")

@@ -130,17 +130,11 @@ def focus_rows(source: Source, cost_df: pd.DataFrame, list_rate: ListRate, contr
     cost_df = cost_df.reset_index(drop=True)
     priced = (cost_df["pricing_status"].astype(object) == PRICED).to_numpy(dtype=bool)
     unpriced = _unpriced(source, cost_df[~priced])
-    rows = cost_df[priced]
+    rows = cost_df[priced].reset_index(drop=True)
     overrides = rows["price_version"].fillna("").astype(str).str.contains(ORG_OVERRIDE, regex=False).to_numpy(dtype=bool)
     if overrides.any() and contracted_rate is None:
         raise ValueError(f"{source.key}: rows priced at an org's override need contracted_rate to state the contracted price")
-    parts = [_class_rows(source, rows, overrides, c, order, list_rate, contracted_rate, run_id, loaded_at)
-             for order, c in enumerate(source.classes)]
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return build_frame({}, 0), unpriced
-    out = pd.concat(parts, ignore_index=True).sort_values(["_source", "_class"], kind="stable")
-    return out.drop(columns=["_source", "_class"]).reset_index(drop=True), unpriced
+    return _long_rows(source, rows, overrides, list_rate, contracted_rate, run_id, loaded_at), unpriced
 
 
 def _unpriced(source: Source, rows: pd.DataFrame) -> Unpriced:
@@ -174,89 +168,103 @@ def _unit_price(rate: Decimal | None, per_request: bool) -> Decimal | None:
     return Decimal(pico_per_token(rate)).scaleb(-6)
 
 
-def _class_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, charge: ChargeClass, order: int,
-                list_rate: ListRate, contracted_rate: ContractedRate | None, run_id: str | None,
-                loaded_at: datetime | None) -> pd.DataFrame:
-    if charge.quantity not in rows:
+def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_rate: ListRate,
+               contracted_rate: ContractedRate | None, run_id: str | None, loaded_at: datetime | None) -> pd.DataFrame:
+    """Every (cost row, class) with a nonzero quantity, in source-row then class order, built as one frame:
+    a page of usage becomes a few hundred FOCUS rows, and pandas' cost is per frame, not per row."""
+    picks = []
+    for order, charge in enumerate(source.classes):
+        if charge.quantity in rows:
+            quantity = rows[charge.quantity].fillna(0).to_numpy(dtype=np.int64)
+            nonzero = np.nonzero(quantity)[0]
+            picks.append((nonzero, np.full(len(nonzero), order), quantity[nonzero]))
+    if not picks or not sum(len(p[0]) for p in picks):
         return build_frame({}, 0)
-    quantity = rows[charge.quantity].fillna(0).to_numpy(dtype=np.int64)
-    keep = quantity != 0
-    rows, quantity, overrides = rows[keep], quantity[keep], overrides[keep]
-    n = len(rows)
-    if n == 0:
-        return build_frame({}, 0)
-    days = pd.Series(rows["usage_date"].to_numpy(), dtype=object)
-    models = rows["price_model"].astype(object).to_numpy()
-    tiers = rows["pricing_tier"].astype(object).to_numpy()
-    orgs = rows["org_slug"].astype(object).to_numpy()
-    multiplier = (rows["price_multiplier"].to_numpy(dtype=object) if "price_multiplier" in rows and not charge.per_request
-                  else np.full(n, Decimal(1), dtype=object))
-    multiplier = np.array([Decimal(1) if m is None or m != m else Decimal(m) for m in multiplier], dtype=object)
+    src = np.concatenate([p[0] for p in picks])
+    cls = np.concatenate([p[1] for p in picks])
+    quantity = np.concatenate([p[2] for p in picks])
+    ordering = np.lexsort((cls, src))
+    src, cls, quantity = src[ordering], cls[ordering], quantity[ordering]
+    n = len(src)
+    charges = [source.classes[c] for c in cls]
+    per_request = np.array([c.per_request for c in charges], dtype=bool)
+
+    def column(name: str) -> np.ndarray:
+        return rows[name].astype(object).to_numpy()[src] if name in rows else np.full(n, None, dtype=object)
+
+    days = pd.Series(column("usage_date"), dtype=object)
+    models, tiers, orgs, price_version = column("price_model"), column("pricing_tier"), column("org_slug"), column("price_version")
+    override = overrides[src]
+    raw_multiplier = column("price_multiplier")
+    multiplier = np.array([Decimal(1) if pr or m is None or m != m else Decimal(m) for m, pr in zip(raw_multiplier, per_request)],
+                          dtype=object)
+    costs = {order: rows[c.cost].to_numpy(dtype=object) for order, c in enumerate(source.classes) if c.cost in rows}
+    contracted_cost = np.array([Decimal(str(costs[c][i])) for c, i in zip(cls, src)], dtype=object)
 
     listed, contracted = _Rates(list_rate), _Rates(contracted_rate or (lambda *a: None))
-    contracted_cost = np.array([Decimal(str(c)) for c in rows[charge.cost].to_numpy(dtype=object)], dtype=object)
     list_base, own_base = np.empty(n, dtype=object), np.empty(n, dtype=object)  # per MTok or per request, before the multiplier
-    for i in range(n):
-        key = (models[i], tiers[i], days[i])
+    for i, charge in enumerate(charges):
+        key = (models[i], tiers[i], days.iat[i])
         list_base[i] = _unit_price(listed(key, charge.rates), charge.per_request)
-        own_base[i] = _unit_price(contracted((orgs[i], *key), charge.rates), charge.per_request) if overrides[i] else list_base[i]
+        own_base[i] = _unit_price(contracted((orgs[i], *key), charge.rates), charge.per_request) if override[i] else list_base[i]
     list_unit = np.array([None if b is None else b * m for b, m in zip(list_base, multiplier)], dtype=object)
     contracted_unit = np.array([None if b is None else b * m for b, m in zip(own_base, multiplier)], dtype=object)
     list_cost = contracted_cost
-    if overrides.any():  # the list side of an override: re-priced at the default list, the pricer's way
-        pico = np.array([None if b is None else int(b.scaleb(12 if charge.per_request else 6)) for b in list_base], dtype=object)
-        at_list = usd(cost_nano(quantity, pico, None if charge.per_request else multiplier))
+    if override.any():  # the list side of an override: re-priced at the default list, the pricer's way
+        pico = np.array([None if b is None else int(b.scaleb(12 if pr else 6)) for b, pr in zip(list_base, per_request)],
+                        dtype=object)
+        at_list = usd(cost_nano(quantity, pico, multiplier))
         unlisted = np.equal(list_base, None)  # the model is only on the org's list: its list price is the contracted one
-        list_cost = np.where(overrides & ~unlisted, at_list, contracted_cost)
-        list_unit = np.where(overrides & unlisted, contracted_unit, list_unit)
+        list_cost = np.where(override & ~unlisted, at_list, contracted_cost)
+        list_unit = np.where(override & unlisted, contracted_unit, list_unit)
 
-    pricing_quantity = [Decimal(int(q)) if charge.per_request else Decimal(int(q)).scaleb(-6) for q in quantity]
+    names = [c.name for c in charges]
+    units = np.where(per_request, REQUEST_UNIT, MTOK_UNIT)
+    meters = [METERS.get(name, name) for name in names]
+    pricing_quantity = [Decimal(int(q)) if pr else Decimal(int(q)).scaleb(-6) for q, pr in zip(quantity, per_request)]
     day_start = pd.to_datetime(days).dt.tz_localize("UTC")
     period_start, period_end = month_bounds(days)
-    sub_account = rows[source.sub_account].astype(object).where(rows[source.sub_account].notna(), source.default_sub_account)
-    sub_account = sub_account.to_numpy(dtype=object)
-    geo = rows["inference_geo"].astype(object).to_numpy() if "inference_geo" in rows else np.full(n, None, dtype=object)
+    sub_account = column(source.sub_account)
+    sub_account = np.array([source.default_sub_account if v is None or v != v else v for v in sub_account], dtype=object)
+    geo = column("inference_geo")
     region = np.array([None if g in NOT_A_REGION or g != g else g for g in geo], dtype=object)
-    price_version = rows["price_version"].astype(object).to_numpy()
-    geo_tag = np.array(["" if m == 1 else f"/inference_geo={g}" for m, g in zip(multiplier, geo)], dtype=object)
-    unit = REQUEST_UNIT if charge.per_request else MTOK_UNIT
-    meter = METERS.get(charge.name, charge.name)
+    geo_tag = ["" if m == 1 else f"/inference_geo={g}" for m, g in zip(multiplier, geo)]
+    model = column("model")
+    row_key = column("row_key")
     values = {
         "BilledCost": contracted_cost, "EffectiveCost": contracted_cost, "ContractedCost": contracted_cost,
         "ListCost": list_cost, "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
         "PricingCurrencyListUnitPrice": list_unit, "PricingCurrencyContractedUnitPrice": contracted_unit,
         "PricingCurrencyEffectiveCost": contracted_cost, "PricingCurrency": "USD", "BillingCurrency": "USD",
-        "PricingQuantity": np.array(pricing_quantity, dtype=object), "PricingUnit": unit,
+        "PricingQuantity": np.array(pricing_quantity, dtype=object), "PricingUnit": units.astype(object),
         "ConsumedQuantity": np.array([Decimal(int(q)) for q in quantity], dtype=object),
-        "ConsumedUnit": REQUEST_UNIT if charge.per_request else TOKEN_UNIT,
+        "ConsumedUnit": np.where(per_request, REQUEST_UNIT, TOKEN_UNIT).astype(object),
         "BillingAccountId": np.array([f"convergence:{o}" for o in orgs], dtype=object), "BillingAccountType": "Organization",
         "BillingPeriodStart": period_start, "BillingPeriodEnd": period_end,
         "ChargePeriodStart": day_start, "ChargePeriodEnd": day_start + pd.Timedelta(days=1),
         "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based", "PricingCategory": "Standard",
         "ChargeDescription": np.array([
-            f"{source.service} {rows['model'].iloc[i]}: {meter}, {tiers[i]} tier"
-            f"{'' if multiplier[i] == 1 else f', inference_geo {geo[i]} x{multiplier[i]}'}, {_plain(contracted_unit[i])} USD per {unit}"
-            for i in range(n)], dtype=object),
+            f"{source.service} {model[i]}: {meters[i]}, {tiers[i]} tier"
+            f"{'' if multiplier[i] == 1 else f', inference_geo {geo[i]} x{multiplier[i]}'}, {_plain(contracted_unit[i])} USD per"
+            f" {units[i]}" for i in range(n)], dtype=object),
         "ProviderName": source.provider, "PublisherName": source.provider, "InvoiceIssuerName": source.provider,
         "ServiceName": source.service, "ServiceCategory": "AI and Machine Learning", "ServiceSubcategory": "Generative AI",
-        "SkuId": np.array([f"{m}/{charge.name}" for m in models], dtype=object),
-        "SkuPriceId": np.array([f"{v}/{charge.name}{g}" for v, g in zip(price_version, geo_tag)], dtype=object),
-        "SkuMeter": meter,
+        "SkuId": np.array([f"{m}/{name}" for m, name in zip(models, names)], dtype=object),
+        "SkuPriceId": np.array([f"{v}/{name}{g}" for v, name, g in zip(price_version, names, geo_tag)], dtype=object),
+        "SkuMeter": np.array(meters, dtype=object),
         "SubAccountId": sub_account, "SubAccountName": sub_account,
-        "SubAccountType": np.where(pd.isna(sub_account), None, source.sub_account_type),
+        "SubAccountType": np.array([None if v is None else source.sub_account_type for v in sub_account], dtype=object),
         "RegionId": region, "RegionName": np.array([None if r is None else GEO_NAMES.get(r, r) for r in region], dtype=object),
         "x_Provider": source.key, "x_ChargeDate": days.to_numpy(),
-        "x_RunId": run_id if run_id is not None else rows["run_id"].astype(object).to_numpy(),
-        "x_RowKey": np.array([f"{k}/{charge.name}" for k in rows["row_key"]], dtype=object),
-        "x_SourceRowKey": rows["row_key"].astype(object).to_numpy(),
+        "x_RunId": run_id if run_id is not None else column("run_id"),
+        "x_RowKey": np.array([f"{k}/{name}" for k, name in zip(row_key, names)], dtype=object),
+        "x_SourceRowKey": row_key,
         "x_LoadedAt": pd.Series(pd.Timestamp(loaded_at), index=range(n)) if loaded_at is not None
-        else pd.to_datetime(rows["loaded_at"], utc=True),
-        "x_PriceVersion": price_version, "x_PricingStatus": PRICED, "x_TokenClass": charge.name,
-        "x_Model": rows["model"].astype(object).to_numpy(), "x_ApiKeyId": rows["api_key_id"].astype(object).to_numpy(),
+        else pd.to_datetime(pd.Series(column("loaded_at")), utc=True),
+        "x_PriceVersion": price_version, "x_PricingStatus": PRICED, "x_TokenClass": np.array(names, dtype=object),
+        "x_Model": model, "x_ApiKeyId": column("api_key_id"),
     }
-    frame = build_frame(values, n)
-    frame["_source"], frame["_class"] = rows.index.to_numpy(), order
-    return frame
+    return build_frame(values, n)
 
 
 def _plain(value: Decimal | None) -> str:

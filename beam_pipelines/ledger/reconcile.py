@@ -13,9 +13,10 @@ as a percentage of the bill, and a status:
 - ``MISSING_USAGE``: billed, with no usage we could see.
 
 Reasons are the explanations we can give, each with its amount where it has one: models we could
-not price (their billed amount is exactly what is missing from our side), a price that changed that
-day, an org's own price override, and a day still inside the provider's restatement window (bills
-are restated for a few days; the ledger is rebuilt when the day is re-run).
+not price at all that day (their billed amount is exactly what is missing from our side), models
+with some rows unpriced, Priority Tier usage (billed under a commitment, not in the cost report), a
+price that changed that day, an org's own price override, and a day still inside the provider's
+restatement window (bills are restated for a few days; the ledger is rebuilt when the day is re-run).
 """
 from __future__ import annotations
 
@@ -94,12 +95,18 @@ def _row(provider, org_slug, run_id, day, level, scope, c, b, tolerance, today, 
         return None
     variance = billed - computed
     reasons = []
-    unpriced_models = sorted({str(m) for m in c.loc[c["pricing_status"] != "PRICED", "model"].dropna()})
+    flagged = c[c["pricing_status"] != "PRICED"]
+    priced_models = {str(m) for m in priced["model"].dropna()}
     unpriced_billed = ZERO
-    for model in unpriced_models:
+    for model in sorted({str(m) for m in flagged.loc[flagged["pricing_status"] == "UNPRICED", "model"].dropna()}):
+        if model in priced_models:  # some of its rows priced: its bill cannot be split by row
+            reasons.append({"kind": "unpriced_rows", "model": model})
+            continue
         amount = sum((_money(v) for v in b.loc[b["model"] == model, "amount_usd"]), ZERO)
         unpriced_billed += amount
         reasons.append({"kind": "unpriced_model", "model": model, "billed_usd": str(amount)})
+    for model in sorted({str(m) for m in flagged.loc[flagged["pricing_status"] == "PRIORITY_TIER", "model"].dropna()}):
+        reasons.append({"kind": "priority_tier", "model": model})
     versions = sorted({str(v) for v in priced["price_version"].dropna()})
     changed = sorted({v.split("@", 1)[0] for v in versions if _effective_day(v) == day})
     if changed:
@@ -130,7 +137,12 @@ def describe(reasons: str | list | None) -> str:
     for reason in json.loads(reasons or "[]") if isinstance(reasons, str | type(None)) else reasons:
         kind = reason["kind"]
         if kind == "unpriced_model":
-            parts.append(f"unpriced {reason['model']} (billed ${Decimal(reason['billed_usd']):.2f})")
+            amount = Decimal(reason["billed_usd"])
+            parts.append(f"unpriced {reason['model']} (" + (f"billed ${amount:.2f})" if amount else "not on this bill)"))
+        elif kind == "unpriced_rows":
+            parts.append(f"some {reason['model']} usage unpriced")
+        elif kind == "priority_tier":
+            parts.append(f"{reason['model']} Priority Tier usage (billed under its commitment)")
         elif kind == "price_changed":
             parts.append(f"price changed that day: {', '.join(reason['prices'])}")
         elif kind == "org_override":

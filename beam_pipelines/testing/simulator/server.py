@@ -54,6 +54,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.touch()
         self.server.count_request()
+        if self.server.latency:
+            time.sleep(self.server.latency)  # a provider's answer time (benchmarks run with 50 ms)
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
         route = self.server.routes.get(parts.path)
@@ -106,8 +108,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address, faults: FaultPlan, routes: dict):
+    request_queue_size = 1024  # a fleet of orgs fetched at once opens hundreds of connections
+
+    def __init__(self, address, faults: FaultPlan, routes: dict, latency: float = 0.0):
         super().__init__(address, _Handler)
+        self.latency = latency
         self.faults = faults
         self.routes = routes
         self.last_request = time.monotonic()
@@ -142,7 +147,8 @@ class _OpenAI:
 
 
 class ProviderSimulator:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_timeout: float | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, idle_timeout: float | None = None,
+                 latency: float = 0.0):
         self.faults = FaultPlan()
         routes = {
             "/v1/organization/usage/completions": (_OpenAI, openai_api.usage_page),
@@ -150,7 +156,7 @@ class ProviderSimulator:
             "/v1/organizations/usage_report/messages": (anthropic_api, anthropic_api.usage_page),
             "/v1/organizations/cost_report": (anthropic_api, anthropic_api.cost_page),
         }
-        self._server = _Server((host, port), self.faults, routes)
+        self._server = _Server((host, port), self.faults, routes, latency)
         self._thread: threading.Thread | None = None
         self.idle_timeout = idle_timeout
 
