@@ -6,9 +6,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import gcp_billing, launcher, openai_cost
+from bench import fleet, gcp_billing, launcher, openai_cost
 
-CASES = {"openai_cost_stage": openai_cost.run, "gcp_billing": gcp_billing.run, "launcher": launcher.run}
+CASES = {"openai_cost_stage": openai_cost.run, "gcp_billing": gcp_billing.run, "launcher": launcher.run,
+         "fleet": fleet.run}
 
 
 def main(argv: list[str]) -> int:

@@ -101,3 +101,15 @@ def test_a_day_that_becomes_unpriced_is_cleared_from_focus_and_nothing_else(home
     assert warehouse.query("SELECT COUNT(*) FROM acme_dev.focus_cost_daily WHERE x_Provider = 'openai'")[1] == [(0,)]
     assert totals(warehouse, "SELECT x_ChargeDate, SUM(BilledCost) FROM acme_dev.focus_cost_daily"
                              " WHERE x_Provider = 'anthropic' GROUP BY 1") == anthropic_before
+
+
+def test_focus_check_validates_the_stored_rows(settings, tmp_path, capsys):
+    from beam_pipelines.cli.main import main
+    from beam_pipelines.pipeline.dates import utc_today
+
+    seeded(settings, tmp_path)
+    run(settings, "openai/cost/usage_cost")
+    days = (utc_today() - START).days
+    capsys.readouterr()
+    assert main(["focus", "check", "--org", "acme", "--days", str(days)]) == 0
+    assert "0 error(s)" in capsys.readouterr().out

@@ -146,6 +146,33 @@ def cmd_reconcile(settings, args) -> int:
     return 1 if any(r["status"] == "VARIANCE" for r in off) else 0
 
 
+def cmd_focus(settings, args) -> int:
+    import pyarrow as pa
+
+    from beam_pipelines.focus.columns import focus_schema
+    from beam_pipelines.focus.validator import validate_focus
+    from beam_pipelines.orgs import check_org_slug
+    from beam_pipelines.pipeline.dates import utc_today
+    from beam_pipelines.warehouse.base import TableSpec, WarehouseSpec
+
+    check_org_slug(args.org)
+    end = utc_today() - timedelta(days=1)
+    start = end - timedelta(days=max(args.days, 1) - 1)
+    spec = TableSpec("focus_cost_daily", focus_schema(settings.configs_dir), "x_ChargeDate", scope_field="x_Provider")
+    parts = list(WarehouseSpec.from_settings(settings).open().read_days(settings.org_dataset(args.org), spec, start, end))
+    if not parts:
+        print(f"no FOCUS rows for {args.org} in {start} .. {end}")
+        return 0
+    table = pa.concat_tables(parts)
+    findings = validate_focus(table)
+    for f in findings:
+        print(f"{f.severity}: {f.column}: {f.rule}: {f.detail}")
+    errors = sum(f.severity == "error" for f in findings)
+    print(f"{table.num_rows} FOCUS rows of {args.org}, {start} .. {end}: {errors} error(s),"
+          f" {len(findings) - errors} warning(s) against FOCUS 1.2")
+    return 1 if errors else 0
+
+
 def cmd_doctor(settings, args) -> int:
     from beam_pipelines.cli.doctor import run_doctor_cli
 

@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_doctor_parser(sub)
 
+    focus = sub.add_parser("focus", help="the org's FOCUS 1.2 table")
+    focus_sub = focus.add_subparsers(dest="focus_command", required=True, parser_class=_Parser)
+    check = focus_sub.add_parser("check", help="validate the stored FOCUS rows against the FOCUS 1.2 specification")
+    check.add_argument("--org", required=True, metavar="SLUG")
+    check.add_argument("--days", type=int, default=31, help="the last N days up to yesterday (default 31)")
+
     job = sub.add_parser("job", help="run pre-recorded runs (used by the launcher's local backend)")
     job.add_argument("pipeline")
     job.add_argument("--run", action="append", required=True, metavar="ORG=RUN_ID", dest="runs")

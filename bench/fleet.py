@@ -1,0 +1,133 @@
+"""Case `fleet`: 1,000 orgs × 1 day of OpenAI usage, the simulator answering every page after 50 ms.
+
+Project: `convergence run openai/cost/usage_cost --all-orgs` on the FnApiRunner (admit, decrypt,
+fetch, price, FOCUS, stage, one commit per org, run log), the simulator in its own process.
+Baseline: the fetching alone, in a plain script: the same pages of every org through a pool of the
+same size (64), nothing else, which is the floor a pipeline that only waits could reach. Every
+org's totals are checked against the simulator's data. A profile of a smaller run shows where the
+remaining time goes. Orgs via ``BENCH_FLEET_ORGS`` (default 1,000).
+"""
+from __future__ import annotations
+
+import cProfile
+import io
+import os
+import pstats
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import requests
+
+DAY = date(2026, 11, 20)
+LATENCY = 0.05
+POOL = 64
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _simulator(port: int, workdir: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "beam_pipelines.cli.main", "simulate", "--port", str(port),
+                             "--latency", str(LATENCY)], env={**os.environ, "CONVERGENCE_HOME": str(workdir / "sim")},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/v1/health", timeout=1)
+            return proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("simulator did not start")
+
+
+def _baseline(base_url: str, keys: list[str]) -> float:
+    from beam_pipelines.providers.http import RetryPolicy
+    from beam_pipelines.providers.openai import OpenAIUsageClient
+
+    def fetch(key: str) -> int:
+        client = OpenAIUsageClient(key, base_url, RetryPolicy(3, 0.5, 4, 30))
+        try:
+            return sum(len(b.results) for page in client.completions_pages(DAY, DAY) for b in page.data)
+        finally:
+            client.session.close()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(POOL) as pool:
+        list(pool.map(fetch, keys))
+    return time.perf_counter() - started
+
+
+def _profile(settings, orgs: list[str]) -> str:
+    from beam_pipelines.pipeline.run import RunRequest, run_pipeline
+
+    profile = cProfile.Profile()
+    profile.enable()
+    run_pipeline(settings, RunRequest("openai/cost/usage_cost", orgs=orgs, start_date=DAY, end_date=DAY))
+    profile.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profile, stream=out).sort_stats("cumulative")
+    stats.print_stats(r"beam_pipelines/(transforms|pricing|focus|warehouse|metastore)/", 12)
+    return out.getvalue()
+
+
+def run(workdir: Path, orgs: int | None = None) -> dict:
+    orgs = orgs or int(os.environ.get("BENCH_FLEET_ORGS", "1000"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    sim = _simulator(port, workdir)
+    os.environ.update(CONVERGENCE_HOME=str(workdir / "home"), OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
+    try:
+        from beam_pipelines.dev.seed import seed_org
+        from beam_pipelines.metastore import MetastoreSpec
+        from beam_pipelines.pipeline.run import RunRequest, run_pipeline
+        from beam_pipelines.settings import load_settings
+        from beam_pipelines.testing.simulator import openai_data
+        from beam_pipelines.warehouse.local import LocalWarehouse
+
+        settings = load_settings()
+        slugs = [f"fleet{i:04d}" for i in range(orgs)]
+        print(f"[fleet] seeding {orgs:,} orgs ...", flush=True)
+        for slug in slugs:
+            seed_org(settings, slug)
+        print(f"[fleet] baseline: fetch every org's pages, {POOL} at once ...", flush=True)
+        baseline = _baseline(settings.openai_base_url, [f"sk-admin-sim-{s}" for s in slugs])
+        print(f"[fleet] pipeline: {orgs:,} orgs ...", flush=True)
+        started = time.perf_counter()
+        result = run_pipeline(settings, RunRequest("openai/cost/usage_cost", all_orgs=True, start_date=DAY, end_date=DAY))
+        seconds = time.perf_counter() - started
+        failed = [r["org_slug"] for r in result.runs if r["status"] != "COMPLETED"]
+        warehouse = LocalWarehouse(settings.warehouse_dir)
+        wrong = []
+        for slug in slugs[:: max(1, orgs // 50)]:  # every org's totals would take as long as the run: 50 spread out
+            expected = sum(r["output_tokens"] for r in openai_data.day_results(f"sk-admin-sim-{slug}", DAY))
+            got = warehouse.query(f"SELECT SUM(output_tokens) FROM {slug}_dev.openai_cost_daily")[1][0][0]
+            if got != expected:
+                wrong.append(slug)
+        store = MetastoreSpec.from_settings(settings).open()
+        fetch_ms = [s["duration_ms"] for r in result.runs for s in store.list_steps(r["pipeline_logging_id"])
+                    if s["step_id"] == "extract_usage"]
+        print("[fleet] profile of 100 more orgs (cumulative seconds per step function):", flush=True)
+        extra = [f"prof{i:03d}" for i in range(100)]
+        for slug in extra:
+            seed_org(settings, slug)
+        print(_profile(settings, extra), flush=True)
+    finally:
+        sim.terminate()
+    out = {
+        "orgs": orgs, "seconds": round(seconds, 2), "orgs_per_s": round(orgs / seconds, 1),
+        "fetch_p50_ms": round(float(np.percentile(fetch_ms, 50)), 1), "fetch_p99_ms": round(float(np.percentile(fetch_ms, 99)), 1),
+        "baseline_fetch_seconds": round(baseline, 2), "ratio_to_fetch_floor": round(seconds / baseline, 2),
+        "goal_seconds": 10, "failed_orgs": len(failed), "orgs_with_wrong_totals": len(wrong),
+    }
+    print(f"[fleet] {out}", flush=True)
+    return out
