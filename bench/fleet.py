@@ -13,7 +13,6 @@ import cProfile
 import io
 import os
 import pstats
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,11 @@ from pathlib import Path
 import numpy as np
 import requests
 
+from beam_pipelines.testing.emulators.process import free_port
+
 DAY = date(2026, 11, 20)
 LATENCY = 0.05
 POOL = 64
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _simulator(port: int, workdir: Path) -> subprocess.Popen:
@@ -83,7 +78,7 @@ def _profile(settings, orgs: list[str]) -> str:
 def run(workdir: Path, orgs: int | None = None) -> dict:
     orgs = orgs or int(os.environ.get("BENCH_FLEET_ORGS", "1000"))
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     sim = _simulator(port, workdir)
     os.environ.update(CONVERGENCE_HOME=str(workdir / "home"), OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1")
     try:

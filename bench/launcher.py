@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ import requests
 
 from beam_pipelines.dev.seed import seed_org
 from beam_pipelines.settings import load_settings
+from beam_pipelines.testing.emulators.process import free_port
 
 USERS = 32
 SECONDS = 10
 ORGS = 48
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _locust(url: str, case: str, env: dict, workdir: Path) -> dict:
@@ -54,7 +48,7 @@ def run(workdir: Path) -> dict:
     settings = load_settings()
     keys = {f"org_{i:03d}": seed_org(settings, f"org_{i:03d}")["api_key"] for i in range(ORGS)}
     env["BENCH_ORG_KEYS"] = json.dumps(keys)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bench.launcher_server", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 
 import uvicorn
 
 from beam_pipelines.settings import load_settings
+from beam_pipelines.testing.emulators.process import free_port
 from launcher.app import create_app
 from launcher.settings import LauncherSettings
 
@@ -54,12 +54,6 @@ def launcher_settings(**over) -> LauncherSettings:
 def make_app(backend=None, oidc_verifier=None, **over):
     backend = backend or RecordingBackend()
     return create_app(launcher_settings(**over), backend=backend, oidc_verifier=oidc_verifier), backend
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import socket
 from datetime import date, datetime, timedelta, timezone
 
 import apache_beam as beam
@@ -33,6 +32,7 @@ from beam_pipelines.quality.suite import Expectation, Suite, evaluate, load_suit
 from beam_pipelines.registry import lookup
 from beam_pipelines.secrets.service_secrets import resolve_secret
 from beam_pipelines.settings import load_settings
+from beam_pipelines.testing.emulators.process import free_port
 from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import OrgBatch
 from beam_pipelines.warehouse.local import LocalWarehouse
@@ -155,12 +155,6 @@ class Inbox:
         return "250 OK"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def smtp_server(tmp_path, monkeypatch):
     import ssl
@@ -175,7 +169,7 @@ def smtp_server(tmp_path, monkeypatch):
         logins.append((auth_data.login, auth_data.password))
         return AuthResult(success=auth_data.login == b"notifier" and auth_data.password == b"smtp-pass-xyz")
 
-    port = _free_port()
+    port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
                             authenticator=authenticator, auth_require_tls=True)
     controller.start()
@@ -228,7 +222,7 @@ def test_one_email_and_one_slack_message_per_run_with_the_summary_and_no_secret(
 
 def test_a_failed_notification_is_recorded_but_never_fails_the_run(home, simulator_env, past_days, monkeypatch):
     monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
-    monkeypatch.setenv("SMTP_PORT", str(_free_port()))  # nothing listens there
+    monkeypatch.setenv("SMTP_PORT", str(free_port()))  # nothing listens there
     monkeypatch.setenv("NOTIFY_EMAIL_TO", "finops@example.test")
     settings = load_settings()
     seed_org(settings, "acme", openai_admin_key=CANARY)

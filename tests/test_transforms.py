@@ -18,7 +18,7 @@ from beam_pipelines.registry import lookup
 from beam_pipelines.runs.records import CommitReport, fold_run
 from beam_pipelines.settings import load_settings
 from beam_pipelines.transforms.context import RunContext
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StepEvent, WorkItem
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, StepEvent, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.warehouse.local import LocalWarehouse
 from tests.conftest import CONFIGS
@@ -91,7 +91,7 @@ def test_failing_org_goes_to_events_and_others_complete(seeded):
     p, outputs = fetch_graph(seeded, items, FakeFetcher(), 2)
     batches = outputs.main | "Shape" >> beam.Map(lambda b: (b.org_slug, len(b.rows)))
     events = outputs[EVENTS] | "Ev" >> beam.Map(lambda e: (e.org_slug, e.rows, e.failed, (e.error or "")[:60]))
-    assert_that(batches, equal_to([("acme", 3), ("acme", 3), ("globex", 3), ("globex", 3)]), label="batches")
+    assert_that(batches, equal_to([("acme", 6), ("globex", 6)]), label="an org's pages merge into one batch")
     assert_that(events, equal_to([
         ("acme", 6, False, ""), ("globex", 6, False, ""),
         ("broken", 0, True, "RuntimeError: upstream exploded using [REDACTED]"),
@@ -121,7 +121,7 @@ def test_fetches_overlap_with_bounded_concurrency(seeded):
     items = [WorkItem("acme", f"run-{i}", DAY, DAY) for i in range(8)]
     p, outputs = fetch_graph(seeded, items, FakeFetcher(delay=0.2), 3)
     count = outputs.main | beam.combiners.Count.Globally()
-    assert_that(count, equal_to([16]))
+    assert_that(count, equal_to([8]), label="one batch per org: its two pages merged")
     p.run().wait_until_finish()
     assert FakeFetcher.peak == 3
     assert set(FakeFetcher.secrets_seen) == {"sk-admin-sim-acme"}, "decrypted in the worker from the metastore"
@@ -199,3 +199,12 @@ def test_fold_run_first_error_wins_and_counts_only_committed_tables():
     update, _, dq, summary = fold_run("r", "acme", ok[:1], kept)
     assert summary["dq_warnings"] == ["a 2026-03-02: the provider answered no usage; kept the 7 row(s), $1.50 already there"]
     assert dq[0]["expectation_type"] == "expect_populated_day_not_emptied" and dq[0]["severity"] == "warning"
+
+
+def test_pages_merge_up_to_the_batch_size_and_staged_parts_pass_through():
+    from beam_pipelines.transforms.fetch import BATCH_ROWS, coalesce
+
+    page = pd.DataFrame({"x": range(BATCH_ROWS // 2 + 1)})
+    staged = StagedRows("/tmp/p.parquet", DAY, 10)
+    out = coalesce([page, page, staged, page.head(3), page.head(4)])
+    assert [len(p) for p in out] == [len(page), len(page), 10, 7] and out[2] is staged

@@ -37,6 +37,16 @@ class _Parser(argparse.ArgumentParser):
                           help="log to stderr too")
 
 
+def _orgs_and_days(parser: argparse.ArgumentParser) -> None:
+    """Which orgs and which UTC days, as every command that runs a pipeline takes them."""
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--org", action="append", dest="orgs", metavar="SLUG", help="repeatable")
+    who.add_argument("--all-orgs", action="store_true", help="every eligible org (ACTIVE or unexpired TRIAL, with the credential)")
+    parser.add_argument("--start-date", type=_day, help="first UTC day (default: yesterday)")
+    parser.add_argument("--end-date", type=_day, help="last UTC day, inclusive (default: start date or yesterday)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convergence", description=__doc__.splitlines()[0], top=True)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -48,22 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a pipeline locally for one or more orgs")
     run.add_argument("pipeline", help="provider/domain/pipeline, or provider/pipeline when unique")
-    who = run.add_mutually_exclusive_group(required=True)
-    who.add_argument("--org", action="append", dest="orgs", metavar="SLUG", help="repeatable")
-    who.add_argument("--all-orgs", action="store_true", help="every eligible org (ACTIVE or unexpired TRIAL, with the credential)")
-    run.add_argument("--start-date", type=_day, help="first UTC day (default: yesterday)")
-    run.add_argument("--end-date", type=_day, help="last UTC day, inclusive (default: start date or yesterday)")
+    _orgs_and_days(run)
     run.add_argument("--runner", default=None, help="Beam runner (default: FnApiRunner, the DirectRunner's engine)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     reprice = sub.add_parser("reprice", help="recompute cost tables from the stored raw usage with today's price book")
     reprice.add_argument("pipeline", help="a cost pipeline (openai/cost/usage_cost), its reprice pipeline, or a provider")
-    who = reprice.add_mutually_exclusive_group(required=True)
-    who.add_argument("--org", action="append", dest="orgs", metavar="SLUG", help="repeatable")
-    who.add_argument("--all-orgs", action="store_true", help="every eligible org")
-    reprice.add_argument("--start-date", type=_day, help="first UTC day (default: yesterday)")
-    reprice.add_argument("--end-date", type=_day, help="last UTC day, inclusive (default: start date or yesterday)")
-    reprice.add_argument("--quiet", action="store_true", help="no progress bar")
+    _orgs_and_days(reprice)
 
     prices = sub.add_parser("prices", help="the price book: usage without a price, proposals from LiteLLM's price map")
     prices_sub = prices.add_subparsers(dest="prices_command", required=True, parser_class=_Parser)

@@ -71,24 +71,33 @@ def day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
 
 
-class AnthropicUsageClient(ProviderClient):
+class AnthropicAdminClient(ProviderClient):
+    """The Admin API reports (usage, cost): auth, and 529 overloads retried but a spend limit not."""
+
     provider = "anthropic"
     retry_statuses = frozenset({408, 429, 500, 502, 503, 504, 529})
+    beta: str | None = None
 
     def __init__(self, admin_key: str, base_url: str, policy: RetryPolicy | None = None, **kwargs):
         super().__init__(base_url, policy, **kwargs)
         self._admin_key = admin_key
 
-    def __repr__(self) -> str:
-        return f"AnthropicUsageClient(base_url={self.base_url!r})"
+    def __repr__(self) -> str:  # never show the key
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def auth_headers(self) -> dict[str, str]:
-        return {"x-api-key": self._admin_key, "anthropic-version": API_VERSION, "anthropic-beta": FAST_MODE_BETA}
+        headers = {"x-api-key": self._admin_key, "anthropic-version": API_VERSION}
+        return {**headers, "anthropic-beta": self.beta} if self.beta else headers
 
     def is_transient(self, response: requests.Response, message: str) -> bool:
+        # A reached spend limit answers 429 too, but waiting will not lift it.
         if response.status_code == 429 and any(m in message.lower() for m in SPEND_LIMIT_MARKERS):
             return False
         return super().is_transient(response, message)
+
+
+class AnthropicUsageClient(AnthropicAdminClient):
+    beta = FAST_MODE_BETA  # the usage report's speed field
 
     def messages_pages(self, start: date, end_inclusive: date, page_limit: int = 31,
                        group_by: tuple[str, ...] = GROUP_FIELDS, now: datetime | None = None) -> Iterator[UsagePage]:

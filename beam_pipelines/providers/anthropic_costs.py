@@ -15,13 +15,11 @@ from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 
-import requests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StrictBool, StrictStr, field_validator
 
 from beam_pipelines.errors import MalformedResponseError, ProviderError
 from beam_pipelines.pricing.money import SCALE
-from beam_pipelines.providers.anthropic import API_VERSION, SPEND_LIMIT_MARKERS, day_start, rfc3339
-from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+from beam_pipelines.providers.anthropic import AnthropicAdminClient, day_start, rfc3339
 from beam_pipelines.rows import row_key
 
 COST_PATH = "/v1/organizations/cost_report"
@@ -83,26 +81,7 @@ def amount_usd(result: CostResult, day: date) -> Decimal:
     return Decimal(result.amount).scaleb(-2).quantize(SCALE, rounding=ROUND_HALF_EVEN)
 
 
-class AnthropicCostClient(ProviderClient):
-    provider = "anthropic"
-    retry_statuses = frozenset({408, 429, 500, 502, 503, 504, 529})
-
-    def __init__(self, admin_key: str, base_url: str, policy: RetryPolicy | None = None, **kwargs):
-        super().__init__(base_url, policy, **kwargs)
-        self._admin_key = admin_key
-
-    def __repr__(self) -> str:  # never show the key
-        return f"AnthropicCostClient(base_url={self.base_url!r})"
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"x-api-key": self._admin_key, "anthropic-version": API_VERSION}
-
-    def is_transient(self, response: requests.Response, message: str) -> bool:
-        # A reached spend limit answers 429 too, but waiting will not lift it.
-        if response.status_code == 429 and any(m in message.lower() for m in SPEND_LIMIT_MARKERS):
-            return False
-        return super().is_transient(response, message)
-
+class AnthropicCostClient(AnthropicAdminClient):
     def cost_pages(self, start: date, end_inclusive: date, group_by: tuple[str, ...] = GROUP_FIELDS,
                    page_limit: int = MAX_LIMIT, now: datetime | None = None) -> Iterator[CostReportPage]:
         """Validated pages of daily cost buckets for the UTC days ``start``..``end_inclusive``.

@@ -72,7 +72,9 @@ def unix(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
 
 
-class OpenAIUsageClient(ProviderClient):
+class OpenAIAdminClient(ProviderClient):
+    """The organization endpoints an admin key reads (usage, costs): auth and what is worth a retry."""
+
     provider = "openai"
 
     def __init__(self, admin_key: str, base_url: str, policy: RetryPolicy | None = None, **kwargs):
@@ -80,7 +82,7 @@ class OpenAIUsageClient(ProviderClient):
         self._admin_key = admin_key
 
     def __repr__(self) -> str:  # never show the key
-        return f"OpenAIUsageClient(base_url={self.base_url!r})"
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._admin_key}"}
@@ -90,6 +92,9 @@ class OpenAIUsageClient(ProviderClient):
         if response.status_code == 429 and "insufficient_quota" in message:
             return False
         return super().is_transient(response, message)
+
+
+class OpenAIUsageClient(OpenAIAdminClient):
 
     def completions_pages(self, start: date, end_inclusive: date, page_limit: int = 31,
                           group_by: tuple[str, ...] = ("model", "project_id", "api_key_id", "batch", "service_tier"),

@@ -18,13 +18,11 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
 
-import requests
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, field_validator
 
 from beam_pipelines.errors import MalformedResponseError, ProviderError
 from beam_pipelines.pricing.money import SCALE
-from beam_pipelines.providers.http import ProviderClient, RetryPolicy
-from beam_pipelines.providers.openai import unix
+from beam_pipelines.providers.openai import OpenAIAdminClient, unix
 from beam_pipelines.rows import row_key
 
 COSTS_PATH = "/organization/costs"
@@ -99,25 +97,7 @@ def amount_usd(amount: CostAmount, day: date) -> Decimal:
     return Decimal(repr(amount.value)).quantize(SCALE, rounding=ROUND_HALF_EVEN)
 
 
-class OpenAICostsClient(ProviderClient):
-    provider = "openai"
-
-    def __init__(self, admin_key: str, base_url: str, policy: RetryPolicy | None = None, **kwargs):
-        super().__init__(base_url, policy, **kwargs)
-        self._admin_key = admin_key
-
-    def __repr__(self) -> str:  # never show the key
-        return f"OpenAICostsClient(base_url={self.base_url!r})"
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._admin_key}"}
-
-    def is_transient(self, response: requests.Response, message: str) -> bool:
-        # An exhausted quota answers 429 too, but waiting will not help: fail the org at once.
-        if response.status_code == 429 and "insufficient_quota" in message:
-            return False
-        return super().is_transient(response, message)
-
+class OpenAICostsClient(OpenAIAdminClient):
     def cost_pages(self, start: date, end_inclusive: date, group_by: tuple[str, ...] = ("project_id", "line_item"),
                    page_limit: int = 31, project_ids: tuple[str, ...] = (), now: datetime | None = None) -> Iterator[CostsPage]:
         """Validated pages of daily cost buckets for the UTC days ``start``..``end_inclusive``.

@@ -6,13 +6,7 @@ staging cleanup is tested through the same client the code uses.
 """
 from __future__ import annotations
 
-import socket
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from beam_pipelines.testing.emulators.process import free_port
 
 
 class StorageEmulator:
