@@ -117,7 +117,7 @@ def focus_rows_gcp(flat: pa.Table | pd.DataFrame, *, run_id: str | None = None) 
     n = len(df)
     if n == 0:
         return build_frame({}, 0)
-    credits = [_credits(df["credits"].iloc[i]) if "credits" in df else None for i in range(n)]
+    credits = [_credits(text) for text in df["credits"].tolist()] if "credits" in df else [None] * n
     total = _money(df["credits_total"])
     after = [_after_the_fact(c, t) for c, t in zip(credits, total)]
     base = _base_rows(df, credits, after, total, run_id)

@@ -64,6 +64,9 @@ class AnthropicFocus(FocusFromCosts):
     focus_fn = staticmethod(focus_rows_anthropic)
 
 
+CHUNK_ROWS = 20_000
+
+
 class _FocusParts(beam.DoFn):
     def __init__(self, step: StepTransform):
         self._step = step
@@ -73,23 +76,28 @@ class _FocusParts(beam.DoFn):
 
     def process(self, batch: OrgBatch):
         started = datetime.now(timezone.utc)
+        written = 0
         try:
             part: StagedRows = batch.rows
-            rows = focus_rows_gcp(part.read(), run_id=batch.run_id)
-            if self._step.options.validate_rows and len(rows):
-                check_focus(rows)
-            table = to_arrow(rows, self._schema, "focus_cost_daily")
             head, _, name = part.path.rpartition("/")
             path = FileSystems.join(head, "focus", name)
-            with FileSystems.create(path) as fh:
-                pq.write_table(table, fh)
+            with FileSystems.open(part.path) as source, FileSystems.create(path) as sink:
+                writer = pq.ParquetWriter(sink, to_arrow(focus_rows_gcp(pd.DataFrame()), self._schema, "x").schema)
+                for chunk in pq.ParquetFile(source).iter_batches(batch_size=CHUNK_ROWS):  # memory: one chunk at a time
+                    rows = focus_rows_gcp(pa.Table.from_batches([chunk]), run_id=batch.run_id)
+                    if self._step.options.validate_rows and len(rows):
+                        check_focus(rows)
+                    table = to_arrow(rows, self._schema, "focus_cost_daily")
+                    writer.write_table(table)
+                    written += table.num_rows
+                writer.close()
         except Exception as exc:
             yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug,
                                                                     error=one_line_error(exc), started_at=started))
             return
-        if table.num_rows:
-            yield OrgBatch(batch.org_slug, batch.run_id, StagedRows(path, part.day, table.num_rows))
-        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug, rows=table.num_rows,
+        if written:
+            yield OrgBatch(batch.org_slug, batch.run_id, StagedRows(path, part.day, written))
+        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug, rows=written,
                                                                 started_at=started))
 
 
