@@ -96,11 +96,11 @@ def summarize(settings, start, end) -> None:
         print(f"\n{title}")
         print(render(columns, rows))
 
-    show("FOCUS 1.2 (focus_cost_daily): billed cost per provider and day, both demo orgs",
-         f"SELECT x_ChargeDate AS day, x_Provider AS provider, BillingCurrency AS currency, COUNT(*) AS focus_rows,"
-         f" ROUND(SUM(ListCost), 2) AS list_cost, ROUND(SUM(BilledCost), 2) AS billed_cost"
-         f" FROM ({_union(settings, 'focus_cost_daily')}) WHERE x_ChargeDate {days}"
-         f" GROUP BY x_ChargeDate, x_Provider, BillingCurrency ORDER BY day, provider, currency")
+    show("gcp_billing_daily_raw: USD by service, both demo orgs",
+         f"SELECT service_description AS service, ROUND(SUM(cost_usd), 2) AS cost_usd,"
+         f" ROUND(SUM(credits_total_usd), 2) AS credits_usd, ROUND(SUM(net_cost_usd), 2) AS net_cost_usd,"
+         f" COUNT(*) AS export_rows FROM ({_union(settings, 'gcp_billing_daily_raw')}) WHERE usage_date {days}"
+         f" GROUP BY service ORDER BY net_cost_usd DESC")
     for table in COST_TABLES:
         show(f"{table}: the five costliest models over the window, and usage we could not price",
              f"SELECT price_model, ROUND(SUM(total_cost_usd), 2) AS cost_usd, COUNT(*) AS usage_rows"
@@ -111,6 +111,11 @@ def summarize(settings, start, end) -> None:
             f" WHERE usage_date {days} AND pricing_status <> 'PRICED' GROUP BY pricing_status, model ORDER BY model")
         if rows:
             print(render(columns, rows))
+    show("FOCUS 1.2 (focus_cost_daily): billed cost per provider and day, both demo orgs",
+         f"SELECT x_ChargeDate AS day, x_Provider AS provider, BillingCurrency AS currency, COUNT(*) AS focus_rows,"
+         f" ROUND(SUM(ListCost), 2) AS list_cost, ROUND(SUM(BilledCost), 2) AS billed_cost"
+         f" FROM ({_union(settings, 'focus_cost_daily')}) WHERE x_ChargeDate {days}"
+         f" GROUP BY x_ChargeDate, x_Provider, BillingCurrency ORDER BY day, provider, currency")
     columns, rows = warehouse.query(
         f"SELECT usage_date, org_slug, provider, computed_cost_usd, billed_cost_usd, variance_usd, status, reasons"
         f" FROM ({_union(settings, 'cost_reconciliation_daily')}) WHERE level = 'org' AND usage_date {days}"
@@ -118,8 +123,3 @@ def summarize(settings, start, end) -> None:
     print("\nledger (cost_reconciliation_daily): our computed cost beside each provider's bill")
     print(render(["usage_date", "org", "provider", "computed_usd", "billed_usd", "variance_usd", "status", "why"],
                  [(d, o, p, f"{c:.2f}", f"{b:.2f}", f"{v:+.2f}", st, describe(r)) for d, o, p, c, b, v, st, r in rows]))
-    show("gcp_billing_daily_raw: USD by service, both demo orgs",
-         f"SELECT service_description AS service, ROUND(SUM(cost_usd), 2) AS cost_usd,"
-         f" ROUND(SUM(credits_total_usd), 2) AS credits_usd, ROUND(SUM(net_cost_usd), 2) AS net_cost_usd,"
-         f" COUNT(*) AS export_rows FROM ({_union(settings, 'gcp_billing_daily_raw')}) WHERE usage_date {days}"
-         f" GROUP BY service ORDER BY net_cost_usd DESC")
