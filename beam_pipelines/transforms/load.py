@@ -49,6 +49,11 @@ def scope_of(parts: list[pa.Table], spec: TableSpec, expected: str | None = None
     return expected if expected is not None else values.pop()
 
 
+def scoped(part: pa.Table, spec: TableSpec, expected: str) -> pa.Table:
+    scope_of([part], spec, expected)
+    return part
+
+
 class _Stage(beam.DoFn):
     def __init__(self, step: StepTransform, spec: TableSpec):
         self._step = step
@@ -66,10 +71,12 @@ class _Stage(beam.DoFn):
         started = datetime.now(timezone.utc)
         dataset = self._step.ctx.org_dataset(org_slug)
         try:
-            scope = None
-            if self._spec.scope_field:
+            scope, expected = None, self._step.options.scope_value
+            if self._spec.scope_field and expected is not None:  # stated: check each part as it streams by
+                scope, parts = expected, (scoped(part, self._spec, expected) for part in arrow_parts(batches, self._spec))
+            elif self._spec.scope_field:
                 parts = list(arrow_parts(batches, self._spec))
-                scope = scope_of(parts, self._spec, self._step.options.scope_value)
+                scope = scope_of(parts, self._spec)
             else:
                 parts = arrow_parts(batches, self._spec)
             staged = self._warehouse.stage(dataset, self._spec, run_id, parts, scope=scope)

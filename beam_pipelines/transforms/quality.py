@@ -8,6 +8,7 @@ write nothing for it. Warnings are recorded and reported.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -19,11 +20,15 @@ from beam_pipelines.transforms.elements import OrgBatch, StagedRows, StepEvent
 from beam_pipelines.transforms.step import StepTransform
 
 
-def _frames(rows: list) -> list[pd.DataFrame]:
-    """Whole frames for in-memory batches; staged (larger-than-memory) batches are checked part by part."""
+def _frames(rows: list) -> Iterator[pd.DataFrame]:
+    """One frame of the in-memory batches; staged (larger-than-memory) batches one part at a time, each
+    read only when its turn comes, so a billing day is never held whole."""
     in_memory = [r.to_pandas() if isinstance(r, pa.Table) else r for r in rows if not isinstance(r, StagedRows)]
-    parts = [r.read().to_pandas() for r in rows if isinstance(r, StagedRows)]
-    return ([pd.concat(in_memory, ignore_index=True)] if in_memory else []) + parts
+    if in_memory:
+        yield pd.concat(in_memory, ignore_index=True)
+    for part in rows:
+        if isinstance(part, StagedRows):
+            yield part.read().to_pandas()
 
 
 def combine(per_frame: list[list[Result]]) -> list[Result]:
@@ -48,8 +53,12 @@ class _Validate(beam.DoFn):
     def process(self, keyed):
         (org_slug, run_id), batches = keyed
         started = datetime.now(timezone.utc)
-        frames = _frames([b.rows for b in batches]) or [pd.DataFrame()]
-        results = combine([evaluate(self._suite, frame) for frame in frames])
+        per_frame, checked = [], 0
+        for frame in _frames([b.rows for b in batches]):
+            per_frame.append(evaluate(self._suite, frame))
+            checked += len(frame)
+            del frame
+        results = combine(per_frame or [evaluate(self._suite, pd.DataFrame())])
         rows = [{"table_name": self._step.options.table, "suite_name": self._suite.name,
                  "expectation_type": r.expectation.expectation_type, "kwargs": r.expectation.kwargs,
                  "success": r.success, "observed_value": r.observed, "severity": r.expectation.severity}
@@ -57,7 +66,7 @@ class _Validate(beam.DoFn):
         critical = [r for r in results if not r.success and r.expectation.severity == "critical"]
         warnings = [describe(r) for r in results if not r.success and r.expectation.severity == "warning"]
         error = f"data quality: {describe(critical[0])}" if critical else None
-        yield self._step.event(run_id, org_slug, rows=sum(len(f) for f in frames), error=error, started_at=started,
+        yield self._step.event(run_id, org_slug, rows=checked, error=error, started_at=started,
                                dq_warnings=warnings, dq_results=rows)
 
 
