@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from beam_pipelines.cli.args import last_days
 from beam_pipelines.cli.output import render
 from beam_pipelines.errors import ConfigError, ConvergenceError, NotFoundError
 from beam_pipelines.runs.records import kept_warning
@@ -109,7 +110,7 @@ def cmd_prices_missing(settings, args) -> int:
     from beam_pipelines.warehouse.base import WarehouseSpec
 
     end = args.end_date or utc_today() - timedelta(days=1)
-    start = args.start_date or end - timedelta(days=args.days - 1)
+    start = args.start_date or end - timedelta(days=max(args.days, 1) - 1)
     providers = tuple(COST_TABLES) if args.provider == "all" else (args.provider,)
     orgs = args.orgs
     if not orgs:
@@ -132,8 +133,7 @@ def cmd_reconcile(settings, args) -> int:
     from beam_pipelines.warehouse.base import WarehouseSpec
 
     check_org_slug(args.org)
-    end = utc_today() - timedelta(days=1)
-    start = end - timedelta(days=max(args.days, 1) - 1)
+    start, end = last_days(args.days, utc_today())
     rows = ledger_days(WarehouseSpec.from_settings(settings).open(), settings.org_dataset(args.org), start, end,
                        args.provider)
     print(f"ledger of {args.org}, {start} .. {end}: computed (our priced usage) beside billed (the provider's bill)")
@@ -156,8 +156,7 @@ def cmd_focus(settings, args) -> int:
     from beam_pipelines.warehouse.base import TableSpec, WarehouseSpec
 
     check_org_slug(args.org)
-    end = utc_today() - timedelta(days=1)
-    start = end - timedelta(days=max(args.days, 1) - 1)
+    start, end = last_days(args.days, utc_today())
     spec = TableSpec("focus_cost_daily", focus_schema(settings.configs_dir), "x_ChargeDate", scope_field="x_Provider")
     parts = list(WarehouseSpec.from_settings(settings).open().read_days(settings.org_dataset(args.org), spec, start, end))
     if not parts:

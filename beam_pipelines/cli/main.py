@@ -9,20 +9,13 @@ import argparse
 import logging
 import os
 import sys
-from datetime import date
 
+from beam_pipelines.cli.args import day
 from beam_pipelines.cli.doctor import add_doctor_parser
 from beam_pipelines.cli.prices import add_diff_parser
 from beam_pipelines.errors import ConvergenceError
 
 log = logging.getLogger("convergence")
-
-
-def _day(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,8 +35,8 @@ def _orgs_and_days(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--org", action="append", dest="orgs", metavar="SLUG", help="repeatable")
     who.add_argument("--all-orgs", action="store_true", help="every eligible org (ACTIVE or unexpired TRIAL, with the credential)")
-    parser.add_argument("--start-date", type=_day, help="first UTC day (default: yesterday)")
-    parser.add_argument("--end-date", type=_day, help="last UTC day, inclusive (default: start date or yesterday)")
+    parser.add_argument("--start-date", type=day, help="first UTC day (default: yesterday)")
+    parser.add_argument("--end-date", type=day, help="last UTC day, inclusive (default: start date or yesterday)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     missing = prices_sub.add_parser("missing", help="models seen in usage without a price, with their token volumes")
     missing.add_argument("--org", action="append", dest="orgs", metavar="SLUG", help="repeatable (default: every eligible org)")
     missing.add_argument("--provider", choices=["openai", "anthropic", "all"], default="all")
-    missing.add_argument("--start-date", type=_day, help="first UTC day (default: --days before the end)")
-    missing.add_argument("--end-date", type=_day, help="last UTC day (default: yesterday)")
+    missing.add_argument("--start-date", type=day, help="first UTC day (default: --days before the end)")
+    missing.add_argument("--end-date", type=day, help="last UTC day (default: yesterday)")
     missing.add_argument("--days", type=int, default=31, help="window when --start-date is not given (default 31)")
 
     reconcile = sub.add_parser("reconcile", help="the ledger: our computed cost beside each provider's bill, per day")
@@ -91,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     job = sub.add_parser("job", help="run pre-recorded runs (used by the launcher's local backend)")
     job.add_argument("pipeline")
     job.add_argument("--run", action="append", required=True, metavar="ORG=RUN_ID", dest="runs")
-    job.add_argument("--start-date", type=_day, required=True)
-    job.add_argument("--end-date", type=_day, required=True)
+    job.add_argument("--start-date", type=day, required=True)
+    job.add_argument("--end-date", type=day, required=True)
     job.add_argument("--trigger", default="api")
 
     serve = sub.add_parser("serve", help="start the launcher API on the embedded default")
@@ -133,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="no key: the workers' own identity reads the export (granted bigquery.dataViewer)")
     seed.add_argument("--gcp-impersonate", metavar="SERVICE_ACCOUNT",
                       help="with --gcp-worker-identity: a customer service account to impersonate")
-    seed.add_argument("--trial-ends", type=_day, metavar="YYYY-MM-DD")
+    seed.add_argument("--trial-ends", type=day, metavar="YYYY-MM-DD")
     seed.add_argument("--daily-quota", type=int, metavar="N")
     seed.add_argument("--json", action="store_true", help='print {"org_slug": ..., "api_key": ...}')
 
@@ -141,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--org", required=True)
     export.add_argument("--days", type=int, default=7)
     export.add_argument("--rows-per-day", type=int, default=2000)
-    export.add_argument("--end-date", type=_day, help="last usage day (default: yesterday)")
+    export.add_argument("--end-date", type=day, help="last usage day (default: yesterday)")
     export.add_argument("--out", required=True, metavar="PATH")
 
     templates = sub.add_parser("templates", help="Flex Template metadata generated from the configs")

@@ -9,20 +9,14 @@ rows are never edited (see :mod:`beam_pipelines.pricing.book_diff`), so the diff
 from __future__ import annotations
 
 import argparse
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
+from beam_pipelines.cli.args import day
 from beam_pipelines.errors import ConvergenceError
 
 PROVIDERS = ("openai", "anthropic")
 SOURCES = ("litellm",)
-
-
-def _day(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {value!r}") from None
 
 
 def add_diff_parser(prices_sub) -> argparse.ArgumentParser:
@@ -30,7 +24,7 @@ def add_diff_parser(prices_sub) -> argparse.ArgumentParser:
     diff = prices_sub.add_parser("diff", help="rows another price list would add to the price book (new rows only)")
     diff.add_argument("--source", choices=SOURCES, required=True, help="where the other prices come from")
     diff.add_argument("--provider", choices=[*PROVIDERS, "all"], default="all")
-    diff.add_argument("--as-of", type=_day, metavar="YYYY-MM-DD", help="the day a changed price takes effect (default: today, UTC)")
+    diff.add_argument("--as-of", type=day, metavar="YYYY-MM-DD", help="the day a changed price takes effect (default: today, UTC)")
     diff.add_argument("--wheel", type=Path, metavar="PATH",
                       help="a downloaded litellm wheel (default: the pinned version, fetched into $CONVERGENCE_HOME/cache)")
     diff.add_argument("--write", action="store_true", help="append the proposed rows to the CSV files")

@@ -30,7 +30,7 @@ from beam_pipelines.pricing.openai_cost import TIER_ALIASES
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows
 from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.transforms.usage import OrgPricedStep
-from beam_pipelines.warehouse.arrow_schema import to_arrow
+from beam_pipelines.warehouse.arrow_schema import arrow_schema, to_arrow
 
 
 def check_focus(rows: pd.DataFrame | pa.Table) -> None:
@@ -82,7 +82,7 @@ class _FocusParts(beam.DoFn):
             head, _, name = part.path.rpartition("/")
             path = FileSystems.join(head, "focus", name)
             with FileSystems.open(part.path) as source, FileSystems.create(path) as sink:
-                writer = pq.ParquetWriter(sink, to_arrow(focus_rows_gcp(pd.DataFrame()), self._schema, "x").schema)
+                writer = pq.ParquetWriter(sink, arrow_schema(self._schema))
                 for chunk in pq.ParquetFile(source).iter_batches(batch_size=CHUNK_ROWS):  # memory: one chunk at a time
                     rows = focus_rows_gcp(pa.Table.from_batches([chunk]), run_id=batch.run_id)
                     if self._step.options.validate_rows and len(rows):

@@ -13,19 +13,28 @@ from decimal import Decimal
 import apache_beam as beam
 import pandas as pd
 
+from beam_pipelines.config.schema import load_schema
 from beam_pipelines.errors import one_line_error
 from beam_pipelines.ledger.reconcile import Tolerance, reconcile
 from beam_pipelines.pipeline.dates import utc_today
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch
 from beam_pipelines.transforms.org_tables import OrgTablesDoFn
 from beam_pipelines.transforms.step import StepTransform
-from beam_pipelines.warehouse.tables import table_spec
+from beam_pipelines.warehouse.base import TableSpec
 
 COMPUTED = ["usage_date", "scope_id", "model", "pricing_status", "total_cost_usd", "price_version"]
 LEVELS = {"project_id": "project", "workspace_id": "workspace"}
 
 
 class _ReconcileOrg(OrgTablesDoFn):
+    def setup(self):
+        super().setup()
+        options = self._step.options
+        schema = load_schema(self._step.ctx.configs_dir / options.schema_file, options.schema_file)
+        self._spec = TableSpec(options.computed_table, schema, options.partition_field)
+        self._columns = [COMPUTED[0], options.scope_column, *COMPUTED[2:]]
+        self._tolerance = Tolerance(Decimal(str(options.tolerance_usd)), Decimal(str(options.tolerance_pct)))
+
     def process(self, keyed):
         run_id, grouped = keyed
         items, batches = list(grouped["items"]), list(grouped["billed"])
@@ -40,9 +49,8 @@ class _ReconcileOrg(OrgTablesDoFn):
                 columns=["usage_date", options.scope_column, "model", "amount_usd"])
             billed = billed.rename(columns={options.scope_column: "scope_id"})
             rows = reconcile(options.provider, item.org_slug, run_id, item.days(), computed, billed,
-                             LEVELS[options.scope_column],
-                             Tolerance(Decimal(str(options.tolerance_usd)), Decimal(str(options.tolerance_pct))),
-                             utc_today(), options.restatement_days, self._step.ctx.loaded_at)
+                             LEVELS[options.scope_column], self._tolerance, utc_today(), options.restatement_days,
+                             self._step.ctx.loaded_at)
         except Exception as exc:
             yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(run_id, item.org_slug, error=one_line_error(exc),
                                                                     started_at=started))
@@ -55,14 +63,11 @@ class _ReconcileOrg(OrgTablesDoFn):
             statuses={d.isoformat(): s for d, s in zip(org_rows["usage_date"], org_rows["status"])}))
 
     def _computed(self, item) -> pd.DataFrame:
-        options = self._step.options
-        spec = table_spec(self._step.ctx.configs_dir, options.model_copy(update={"table": options.computed_table}))
-        parts = [p.select([c for c in (*COMPUTED[:1], options.scope_column, *COMPUTED[2:])]).to_pandas(date_as_object=True)
-                 for p in self._warehouse.read_days(self._step.ctx.org_dataset(item.org_slug), spec, item.start_date,
+        parts = [p.select(self._columns).to_pandas(date_as_object=True)
+                 for p in self._warehouse.read_days(self._step.ctx.org_dataset(item.org_slug), self._spec, item.start_date,
                                                     item.end_date)]
-        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
-            columns=[COMPUTED[0], options.scope_column, *COMPUTED[2:]])
-        return frame.rename(columns={options.scope_column: "scope_id"})
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=self._columns)
+        return frame.rename(columns={self._step.options.scope_column: "scope_id"})
 
 
 class Reconcile(StepTransform):

@@ -24,15 +24,17 @@ from beam_pipelines.warehouse.tables import table_spec
 
 
 class _ReadOrg(OrgTablesDoFn):
+    def setup(self):
+        super().setup()
+        self._spec = table_spec(self._step.ctx.configs_dir, self._step.options)
+
     def process(self, item: WorkItem):
         started = datetime.now(timezone.utc)
-        options = self._step.options
-        spec = table_spec(self._step.ctx.configs_dir, options)
         batches, error = [], None
         try:
             self.admit(item)
             dataset = self._step.ctx.org_dataset(item.org_slug)
-            for part in self._warehouse.read_days(dataset, spec, item.start_date, item.end_date):
+            for part in self._warehouse.read_days(dataset, self._spec, item.start_date, item.end_date):
                 batches.append(OrgBatch(item.org_slug, item.run_id, _as_rows(part, item.run_id)))
         except Exception as exc:  # one org's failure must never stop the others
             error, batches = one_line_error(exc), []

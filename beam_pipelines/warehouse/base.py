@@ -23,6 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from beam_pipelines.config.schema import TableSchema
+from beam_pipelines.errors import WarehouseError
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def stage_empty(self, dataset: str, spec: TableSpec, run_id: str, scope: str | None = None) -> Staged:
         """A staged table with no rows, whose commit clears the days it is given (see ``Staged.days``)."""
+
+    @staticmethod
+    def commit_dataset(staged: list[Staged]) -> str:
+        """The one dataset a commit covers (an org's tables live in its own dataset)."""
+        datasets = {s.dataset for s in staged}
+        if len(datasets) != 1:
+            raise WarehouseError(f"one commit covers one dataset, got {sorted(datasets)}")
+        return datasets.pop()
 
     @abc.abstractmethod
     def commit(self, staged: list[Staged]) -> list[str]:

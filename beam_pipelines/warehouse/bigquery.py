@@ -178,10 +178,7 @@ class BigQueryWarehouse(Warehouse):
                 writer.close()
             if not rows:
                 return None
-            staging_id = self._id(dataset, staging_table(spec.table, run_id))
-            table = bigquery.Table(staging_id, schema=bq_schema(spec, staging=True))
-            table.expires = datetime.now(timezone.utc) + STAGING_TTL
-            self.client.create_table(table, exists_ok=True, retry=self.runner._api_retry)
+            staging_id = self._create_staging(dataset, spec, run_id)
             config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET,
                                             write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
                                             schema=bq_schema(spec, staging=True))
@@ -198,22 +195,24 @@ class BigQueryWarehouse(Warehouse):
         return Staged(dataset, spec.table, run_id, tuple(sorted(days)), rows, scope, staging_id, spec)
 
     def stage_empty(self, dataset, spec, run_id, scope=None) -> Staged:
+        self.ensure_table(dataset, spec)
+        return Staged(dataset, spec.table, run_id, (), 0, scope, self._create_staging(dataset, spec, run_id), spec)
+
+    def _create_staging(self, dataset: str, spec: TableSpec, run_id: str) -> str:
+        """The run's staging table for ``spec`` (JSON as STRING; it expires by itself within a day)."""
         from google.cloud import bigquery
 
-        self.ensure_table(dataset, spec)
         staging_id = self._id(dataset, staging_table(spec.table, run_id))
         table = bigquery.Table(staging_id, schema=bq_schema(spec, staging=True))
         table.expires = datetime.now(timezone.utc) + STAGING_TTL
         self.client.create_table(table, exists_ok=True, retry=self.runner._api_retry)
-        return Staged(dataset, spec.table, run_id, (), 0, scope, staging_id, spec)
+        return staging_id
 
     def commit(self, staged: list[Staged]) -> list[str]:
         """Every staged table of the org in one transaction: all replaced, or none."""
         if not staged:
             return []
-        datasets = {s.dataset for s in staged}
-        if len(datasets) != 1:
-            raise WarehouseError(f"one commit covers one dataset, got {sorted(datasets)}")
+        self.commit_dataset(staged)
         refs = [(self._ref(s.dataset, s.table), self._ref(s.dataset, staging_table(s.table, s.run_id)), s.spec)
                 for s in staged]
         tables = [s.table for s in staged]

@@ -196,10 +196,7 @@ class LocalWarehouse(Warehouse):
     def commit(self, staged: list[Staged]) -> list[str]:
         if not staged:
             return []
-        datasets = {s.dataset for s in staged}
-        if len(datasets) != 1:
-            raise WarehouseError(f"one commit covers one dataset, got {sorted(datasets)}")
-        dataset = datasets.pop()
+        dataset = self.commit_dataset(staged)
         tables = [s.table for s in staged]
         with self._locked(dataset) as folder:
             try:
