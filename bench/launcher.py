@@ -42,7 +42,8 @@ def _locust(url: str, case: str, env: dict, workdir: Path) -> dict:
 def run(workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CONVERGENCE_HOME": str(workdir / "home"), "RATE_LIMIT_PER_KEY": "1000000/minute",
-           "RATE_LIMIT_PER_IP": "1000000/minute", "DEFAULT_DAILY_QUOTA": "1000000"}
+           "RATE_LIMIT_PER_IP": "1000000/minute", "AUTH_FAILURES_PER_IP": "1000000/minute",
+           "DEFAULT_DAILY_QUOTA": "1000000"}
     os.environ["CONVERGENCE_HOME"] = env["CONVERGENCE_HOME"]
     print(f"[launcher] seeding {ORGS} orgs ...", flush=True)
     settings = load_settings()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import itertools
 
+from beam_pipelines.metastore.base import lease_until
+
 import uvicorn
 
 from beam_pipelines.settings import load_settings
@@ -17,6 +19,7 @@ from launcher.settings import LauncherSettings
 
 class QueueOnlyBackend:
     name = "bench-queue"
+    owner_id = "bench-queue"
 
     def __init__(self):
         self._ids = itertools.count(1)
@@ -27,6 +30,12 @@ class QueueOnlyBackend:
 
     def stop(self):
         pass
+
+    def lease_until(self, now=None):
+        return lease_until(now)
+
+    def reconcile(self):
+        return []
 
     def launch(self, spec):
         self.queued.append(spec)
