@@ -13,8 +13,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from slowapi import Limiter
-from slowapi.errors import RateLimitExceeded
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,8 +24,10 @@ from launcher.client_address import client_address
 from launcher.logs import request_id
 from launcher.middleware import RequestContext
 from launcher.problems import ApiProblem
+from launcher.ratelimits import FixedWindows, RateExceeded
 from launcher.service import LaunchService, check_json
 from launcher.settings import LauncherSettings
+from launcher.workers import ServiceCalls
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,10 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     def address(request: Request) -> str:
         return client_address(request, settings.forwarded_trusted_hops)
 
-    limiter = Limiter(key_func=address)
+    per_ip = FixedWindows(settings.rate_limit_per_ip)
+    per_key = FixedWindows(settings.rate_limit_per_key)
     guard = FailedAuthLimiter(settings.auth_failures_per_ip)
+    calls = ServiceCalls(service.metastore, backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -57,18 +59,12 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
         backend.stop()
 
     app = FastAPI(title="Convergence launcher", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.limiter = limiter
     app.state.service = service
     app.state.backend = backend
 
     @app.exception_handler(ApiProblem)
     async def _problem(request: Request, exc: ApiProblem):
         return JSONResponse(exc.body(request_id.get()), status_code=exc.status, headers=exc.headers)
-
-    @app.exception_handler(RateLimitExceeded)
-    async def _limited(request: Request, exc: RateLimitExceeded):
-        return JSONResponse({"error": "rate_limited", "message": f"rate limit exceeded: {exc.detail}",
-                             "request_id": request_id.get()}, status_code=429, headers={"Retry-After": "60"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -89,17 +85,24 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
         return JSONResponse({"error": "internal", "message": "internal error", "request_id": request_id.get()},
                             status_code=500)
 
-    per_ip = limiter.limit(settings.rate_limit_per_ip)
-    per_key = limiter.limit(settings.rate_limit_per_key, key_func=lambda request: key_bucket(_api_key(request)))
+    def limited(request: Request, route: str, by_key: bool = True) -> None:
+        """Count the request against its route's per-IP (and per-key) limits; 429 past either."""
+        try:
+            per_ip.hit((route, address(request)))
+            if by_key:
+                per_key.hit((route, key_bucket(_api_key(request))))
+        except RateExceeded as exc:
+            raise ApiProblem(429, "rate_limited", f"rate limit exceeded: {exc.rate}",
+                             {"Retry-After": str(exc.retry_after)}) from None
 
-    async def authenticated(request: Request, call, *args):
+    async def authenticated(request: Request, call, *args, store_only: bool = False):
         """Run ``call`` (which authenticates first); count its 401s against the client's IP."""
         ip = address(request)
         if guard.blocked(ip):
             raise ApiProblem(429, "too_many_failed_authentications", "too many failed authentications from this address",
                              {"Retry-After": str(guard.retry_after(ip))})
         try:
-            return await run_in_threadpool(call, *args)
+            return await calls(call, *args, store_only=store_only)
         except ApiProblem as exc:
             if exc.status == 401:
                 guard.failed(ip)
@@ -112,39 +115,35 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     async def _run(request: Request, org: str, segments: list[str]):
         body = await request.body()
         result = await authenticated(request, service.run_pipeline, _api_key(request), org, segments, body,
-                                     request.headers.get("content-type", ""))
+                                     request.headers.get("content-type", ""), store_only=True)
         return JSONResponse(result, status_code=202)
 
     @app.post("/api/v1/pipelines/run/{org}/{provider}/{domain}/{pipeline}")
-    @per_ip
-    @per_key
     async def run_pipeline(request: Request, org: str, provider: str, domain: str, pipeline: str):
+        limited(request, "run_pipeline")
         return await _run(request, org, [provider, domain, pipeline])
 
     @app.post("/api/v1/pipelines/run/{org}/{provider}/{pipeline}")
-    @per_ip
-    @per_key
     async def run_pipeline_short(request: Request, org: str, provider: str, pipeline: str):
+        limited(request, "run_pipeline_short")
         return await _run(request, org, [provider, pipeline])
 
     @app.get("/api/v1/pipelines/runs/{run_id}")
-    @per_ip
-    @per_key
     async def get_run(request: Request, run_id: str):
+        limited(request, "get_run")
         return await authenticated(request, service.get_run, _api_key(request), run_id)
 
     @app.get("/api/v1/pipelines/runs")
-    @per_ip
-    @per_key
     async def list_runs(request: Request, limit: int = 50, status: str | None = None):
-        return await authenticated(request, service.list_runs, _api_key(request), limit, status)
+        limited(request, "list_runs")
+        return await authenticated(request, service.list_runs, _api_key(request), limit, status, store_only=True)
 
     def _scheduler_caller(request: Request) -> str:
         return authenticate_scheduler(request.headers, settings, verify_oidc)
 
     @app.post("/api/v1/scheduler/trigger")
-    @per_ip
     async def trigger(request: Request):
+        limited(request, "trigger", by_key=False)
         body = await request.body()
         caller = await authenticated(request, _scheduler_caller, request)
         check_json(request.headers.get("content-type", ""), body)
@@ -152,8 +151,8 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
         return JSONResponse(await run_in_threadpool(service.trigger, body), status_code=202)
 
     @app.post("/api/v1/reconcile")
-    @per_ip
     async def reconcile(request: Request):
+        limited(request, "reconcile", by_key=False)
         caller = await authenticated(request, _scheduler_caller, request)
         closed = await run_in_threadpool(service.reconcile)
         log.info("reconcile by %s closed %d run(s)", caller, len(closed))

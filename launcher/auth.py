@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from beam_pipelines.secrets.api_keys import hash_api_key
 from launcher.problems import ApiProblem, unauthorized
+from launcher.ratelimits import MovingWindow
 from launcher.settings import MIN_ROOT_KEY, LauncherSettings
 
 log = logging.getLogger(__name__)
@@ -36,24 +37,16 @@ class FailedAuthLimiter:
     """
 
     def __init__(self, limit: str):
-        from limits import parse
-        from limits.storage import MemoryStorage
-        from limits.strategies import MovingWindowRateLimiter
-
-        self._item = parse(limit)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._window = MovingWindow(limit)
 
     def blocked(self, client_ip: str) -> bool:
-        return not self._limiter.test(self._item, "auth-failures", client_ip)
+        return self._window.blocked(client_ip)
 
     def failed(self, client_ip: str) -> None:
-        self._limiter.hit(self._item, "auth-failures", client_ip)
+        self._window.add(client_ip)
 
     def retry_after(self, client_ip: str) -> int:
-        reset, _ = self._limiter.get_window_stats(self._item, "auth-failures", client_ip)
-        import time
-
-        return max(1, int(reset - time.time()) + 1)
+        return self._window.retry_after(client_ip)
 
 
 def key_bucket(api_key: str | None) -> str:

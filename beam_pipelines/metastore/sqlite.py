@@ -32,12 +32,18 @@ from beam_pipelines.metastore.base import (
 )
 
 _WRITE_LOCK = threading.Lock()
+BUSY_TIMEOUT_MS = 30000
+BRIEF_WAIT_SECONDS = 0.005
 SQLITE_TYPES = {
     "STRING": "TEXT", "JSON": "TEXT", "DATE": "TEXT", "TIMESTAMP": "TEXT", "DATETIME": "TEXT",
     "INTEGER": "INTEGER", "INT64": "INTEGER", "BOOLEAN": "INTEGER", "BOOL": "INTEGER",
     "FLOAT": "REAL", "FLOAT64": "REAL", "NUMERIC": "TEXT", "BYTES": "BLOB",
 }
 RUNS = "org_meta_pipeline_runs"
+
+
+class WouldWait(Exception):
+    """A write asked not to wait (see ``wait_briefly_until_first_write``) found another writer first."""
 
 
 def _ddl(name: str, entry, schema: TableSchema) -> list[str]:
@@ -115,10 +121,10 @@ class SQLiteMetastore(Metastore):
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
@@ -127,15 +133,53 @@ class SQLiteMetastore(Metastore):
     def _tx(self):
         # Threads of one process queue on a mutex; SQLite's busy handler (which sleeps and
         # retries) is then only needed between processes. This keeps lock waits short under load.
-        with _WRITE_LOCK:
+        brief = getattr(self._local, "brief", False)
+        if not _WRITE_LOCK.acquire(timeout=BRIEF_WAIT_SECONDS if brief else -1):
+            raise WouldWait("another thread of this process is still writing")
+        try:
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin(conn, brief)
             try:
                 yield conn
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._local.brief = False  # something is written: the caller can no longer redo its call
+        finally:
+            _WRITE_LOCK.release()
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection, brief: bool) -> None:
+        if not brief:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        conn.execute("PRAGMA busy_timeout=0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            raise WouldWait("another process is writing") from None
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    @contextmanager
+    def wait_briefly_until_first_write(self):
+        """In this thread, until a write commits, a write that cannot start at once raises :class:`WouldWait`.
+
+        For an event loop that calls the store itself (the launcher on the embedded default): reads
+        never wait in WAL mode, and a call that meets a busy writer before it has written anything can
+        be redone in a worker thread instead of stalling every request. "At once" allows a few
+        milliseconds for another thread of this process (its transactions are short once it has the
+        GIL, which the waiting loop gives up) and nothing for another process. After its first
+        commit the call cannot be redone, so its later writes wait as usual.
+        """
+        self._local.brief = True
+        try:
+            yield
+        finally:
+            self._local.brief = False
 
     def _all(self, table: str, sql: str, params=()) -> list[dict]:
         decode = self._decode[table]

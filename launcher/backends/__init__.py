@@ -1,4 +1,8 @@
-"""Where a launched job runs: a local subprocess pool, or Dataflow Flex Templates."""
+"""Where a launched job runs: a local subprocess pool, or Dataflow Flex Templates.
+
+A backend whose ``launch`` waits on the network says so (``launch_waits = True``); the launcher then
+never calls it on its event loop (see :mod:`launcher.workers`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -60,6 +60,7 @@ def org_set_labels(spec: LaunchSpec) -> dict[str, str]:
 
 class DataflowBackend:
     name = "dataflow"
+    launch_waits = True  # a launch is a call to the Dataflow API: never on the event loop
 
     def __init__(self, settings, templates_client=None, jobs_client=None, metastore=None):
         self.settings = settings

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 class LocalBackend:
     name = "local"
+    launch_waits = False  # a launch only queues the job
 
     def __init__(self, settings):
         self.settings = settings
