@@ -195,7 +195,7 @@ def gcp_flat() -> pa.Table:
 
 
 def test_gcp_billed_cost_per_project_and_day_is_the_net_cost_and_credits_stay_visible(gcp_flat):
-    focus = focus_rows_gcp(gcp_flat)
+    focus = focus_rows_gcp(gcp_flat).to_pandas()
     flat = gcp_flat.to_pandas()
     assert list(focus.columns) == column_order()
     key = ["project_id", "usage_date", "currency"]
@@ -239,7 +239,7 @@ def test_gcp_billed_cost_per_project_and_day_is_the_net_cost_and_credits_stay_vi
 def test_gcp_without_the_credit_breakdown_still_adds_up_and_shows_credits(gcp_flat):
     plain = Flattener()(generate_export("acme", date(2026, 1, 31), 1, 300), "acme", "run-3", NOW)
     assert "credits" not in plain.column_names
-    focus = focus_rows_gcp(plain)
+    focus = focus_rows_gcp(plain).to_pandas()
     flat = plain.to_pandas()
     assert _sum(focus["BilledCost"]) == _sum(flat["net_cost"])
     credit_rows = focus[focus["ChargeCategory"] == "Credit"]
@@ -251,7 +251,7 @@ def test_all_providers_in_one_dataset_validate_clean(gcp_flat):
     openai, _ = focus_rows_openai(price_openai_usage(openai_raw(), OPENAI_PRICES, NOW), price_list_rates(OPENAI_PRICES)[0])
     anthropic, _ = focus_rows_anthropic(price_anthropic_usage(anthropic_raw(), ANTHROPIC_PRICES, NOW),
                                         price_list_rates(ANTHROPIC_PRICES)[0])
-    table = to_arrow(pd.concat([openai, anthropic, focus_rows_gcp(gcp_flat)], ignore_index=True), focus_schema(), "focus_cost_daily")
+    table = to_arrow(pd.concat([openai, anthropic, focus_rows_gcp(gcp_flat).to_pandas()], ignore_index=True), focus_schema(), "focus_cost_daily")
     assert validate_focus(table) == []
 
 

@@ -44,16 +44,19 @@ kept as they are; an empty label value means a key without value, which FOCUS wr
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 
-from beam_pipelines.focus.columns import build_frame
+from beam_pipelines.focus.columns import focus_schema
+from beam_pipelines.warehouse.arrow_schema import arrow_schema
 
-NANO = Decimal("1e-9")
 PROVIDER, INVOICE_ISSUER = "Google Cloud", "Google"
 CUD_CATEGORY = {"COMMITTED_USAGE_DISCOUNT": "Usage", "COMMITTED_USAGE_DISCOUNT_DOLLAR_BASE": "Spend"}
 NETTED = {*CUD_CATEGORY, "DISCOUNT", "FREE_TIER", "RESELLER_MARGIN"}  # row-level discounts; the rest are Credit rows
@@ -109,206 +112,170 @@ UNIT_WORDS = {  # Google's unit words → FOCUS UnitFormat terms
 }
 TIME_UNITS = {"Seconds", "Minutes", "Hours", "Days", "Months", "Years"}
 
-
-def focus_rows_gcp(flat: pa.Table | pd.DataFrame, *, run_id: str | None = None) -> pd.DataFrame:
-    """FOCUS rows (``focus_cost_daily`` column order) of a batch of ``gcp_billing_daily_raw`` rows."""
-    df = flat.to_pandas() if isinstance(flat, pa.Table) else flat
-    df = df.reset_index(drop=True)
-    n = len(df)
-    if n == 0:
-        return build_frame({}, 0)
-    credits = [_credits(text) for text in df["credits"].tolist()] if "credits" in df else [None] * n
-    total = _money(df["credits_total"])
-    after = [_after_the_fact(c, t) for c, t in zip(credits, total)]
-    base = _base_rows(df, credits, after, total, run_id)
-    owners = [i for i, rows in enumerate(after) for _ in rows]
-    if owners:
-        index = [j for rows in after for j in range(len(rows))]
-        extra = _credit_rows(base.iloc[owners].reset_index(drop=True), [c for rows in after for c in rows], index)
-        base = pd.concat([base.assign(_order=np.arange(n), _sub=0), extra.assign(_order=owners, _sub=np.array(index) + 1)],
-                         ignore_index=True).sort_values(["_order", "_sub"], kind="stable").drop(columns=["_order", "_sub"])
-    return base.reset_index(drop=True)
-
-
-def _money(series: pd.Series) -> np.ndarray:
-    return np.array([None if v is None or v != v else Decimal(str(v)).quantize(NANO) for v in series], dtype=object)
+MONEY = pa.decimal128(38, 9)  # BigQuery NUMERIC
+TEXT = pa.string()
+_SUM = pa.decimal256(60, 9)  # room for sums of NUMERIC values; the result is cast back to MONEY, checked
+_TEXT = pa.decimal256(76, 38)  # a float's shortest repr (at most 17 significant digits) fits exactly
+_QUOTIENT = (pa.decimal256(38, 9), pa.decimal256(37, 9))  # cost ÷ quantity → decimal256(76, 38), truncated
+_QUOTIENT_EXACT = pa.decimal256(60, 38)
+NANO = Decimal("1e-9")
+_LIMIT = 1e19  # NUMERIC holds 28 digits before the point... and 9 after: a quantity of 1e19 or more does not fit
+_EXACT_BELOW = 1e9  # unit prices at or above this go through Decimal (see _unit_prices)
+_TIE_BAND = 1e-9  # a quotient this close to a rounding tie (in nano-units) goes through Decimal
+HOUR = pa.scalar(3_600_000_000, pa.duration("us"))
+CREDIT = pa.struct([("name", pa.string()), ("amount", pa.float64()), ("full_name", pa.string()), ("id", pa.string()),
+                    ("type", pa.string())])
+NO_BREAKDOWN = "Credits (type not in the flattened export)"
+CREDIT_KEEP = ("BillingAccountId", "BillingAccountType", "BillingCurrency", "PricingCurrency", "BillingPeriodStart",
+               "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd", "ProviderName", "PublisherName", "InvoiceIssuerName",
+               "ServiceName", "ServiceCategory", "ServiceSubcategory", "SubAccountId", "SubAccountName", "SubAccountType",
+               "RegionId", "RegionName", "AvailabilityZone", "ResourceId", "ResourceName", "Tags", "x_Provider", "x_ChargeDate",
+               "x_RunId", "x_SourceRowKey", "x_LoadedAt", "x_CostType")
 
 
-def _quantity(series: pd.Series | None, n: int) -> np.ndarray:
-    """FLOAT quantities → Decimal, rounded half-even to nine decimals (NUMERIC's scale)."""
-    if series is None:
-        return np.full(n, None, dtype=object)
-    return np.array([None if v is None or v != v else Decimal(repr(float(v))).quantize(NANO, ROUND_HALF_EVEN)
-                     for v in series], dtype=object)
+def focus_rows_gcp(flat: pa.Table | pd.DataFrame, *, run_id: str | None = None) -> pa.Table:
+    """FOCUS rows (``focus_cost_daily`` columns, in order) of a batch of ``gcp_billing_daily_raw`` rows.
 
-
-def _credits(text) -> list[dict]:
-    """The row's credits, amounts as exact Decimals of the numbers the export wrote."""
-    if text is None or text != text:
-        return []
-    parsed = json.loads(text, parse_float=Decimal, parse_int=Decimal) if isinstance(text, str) else text
-    return [dict(c) for c in parsed or []]
-
-
-def _after_the_fact(credits: list[dict] | None, total: Decimal) -> list[dict]:
-    """The credits that become Credit rows; None (no breakdown) → the whole total, type unknown."""
-    if credits is None:
-        return [] if not total else [{"amount": total, "type": None, "full_name": "Credits (type not in the flattened export)"}]
-    return [{**c, "amount": Decimal(c["amount"]).quantize(NANO)} for c in credits
-            if c.get("type") not in NETTED and c.get("amount")]
-
-
-def _column(df: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in df:
-        return np.full(len(df), None, dtype=object)
-    return np.array([None if v is None or v != v else v for v in df[name].astype(object)], dtype=object)
-
-
-def _base_rows(df: pd.DataFrame, credits, after, credits_total, run_id) -> pd.DataFrame:
-    n = len(df)
-    cost = _money(df["cost"])
-    at_list = _money(df["cost_at_list"]) if "cost_at_list" in df else np.full(n, None, dtype=object)
-    list_cost = np.array([c if a is None else a for a, c in zip(at_list, cost)], dtype=object)
-    billed = np.array([c + t - sum((a["amount"] for a in rows), Decimal(0)) for c, t, rows in zip(cost, credits_total, after)],
-                      dtype=object)
-    discount = np.array([sum((Decimal(c["amount"]).quantize(NANO) for c in cs or () if c.get("type") == "DISCOUNT"), Decimal(0))
-                         for cs in credits], dtype=object)
-    contracted = (cost + discount).astype(object)
-    sku_id, sku_desc = _column(df, "sku_id"), _column(df, "sku_description")
-    commitment_fee = np.array([bool(d) and str(d).startswith("Commitment") for d in sku_desc])
-    category = np.array(["Usage" if t is None else CHARGE_CATEGORY.get(t, "Adjustment") for t in _column(df, "cost_type")],
-                        dtype=object)
-    category = np.where(commitment_fee & (category == "Usage"), "Purchase", category)
-    priced = np.isin(category, ["Usage", "Purchase"])
-    usage = category == "Usage"
-
-    start = pd.to_datetime(df["usage_start_time"], utc=True)
-    end = pd.to_datetime(df["usage_end_time"], utc=True) if "usage_end_time" in df else start + pd.Timedelta(hours=1)
-    end = end.where(end.notna(), start + pd.Timedelta(hours=1))
-    period_start = _invoice_month(_column(df, "invoice_month"), start)
-    usage_month = start.dt.tz_localize(None).dt.to_period("M").dt.to_timestamp().dt.tz_localize("UTC")
-    correction = (df["cost_type"].astype(object) == "adjustment").to_numpy(dtype=bool) & (usage_month < period_start).to_numpy()
-
-    pricing_qty = _quantity(df.get("usage_amount_in_pricing_units"), n)
-    pricing_qty = np.where(priced, pricing_qty, None)
-    pricing_unit = np.array([_unit(u) if q is not None else None for u, q in zip(_column(df, "usage_pricing_unit"), pricing_qty)],
-                            dtype=object)
-    consumed = np.where(usage, _quantity(df.get("usage_amount"), n), None)
-    consumed_unit = np.array([_unit(u) if q is not None else None for u, q in zip(_column(df, "usage_unit"), consumed)],
-                             dtype=object)
-    list_unit = np.array([_unit_price(c, q) for c, q in zip(list_cost, pricing_qty)], dtype=object)
-    contracted_unit = np.array([_unit_price(c, q) for c, q in zip(contracted, pricing_qty)], dtype=object)
-
-    currency = _column(df, "currency")
-    commitments = _commitments(credits, usage, pricing_qty, pricing_unit, contracted, currency)
-    has_cud = commitments["CommitmentDiscountStatus"] == "Used"
-    spot = np.array([bool(d) and ("Spot" in d or "Preemptible" in d) for d in sku_desc])
-    pricing_category = np.where(~priced, None, np.where(has_cud, "Committed", np.where(spot, "Dynamic", "Standard")))
-
-    services = [SERVICES.get(s, OTHER) for s in _column(df, "service_description")]
-    location = _column(df, "location")
-    region = np.array([None if loc in (None, "", "global") else loc for loc in location], dtype=object)
-    project = _column(df, "project_id")
-    project_name = _column(df, "project_name")
-    account = _column(df, "billing_account_id")
-    org = _column(df, "org_slug")
-    resource = _column(df, "resource_global_name")  # detailed export only
-    keys = df["row_key"].astype(object)
-    occurrence = keys.groupby(keys).cumcount().to_numpy()
-    not_tax = category != "Tax"
-    values = {
-        "BilledCost": billed, "EffectiveCost": billed, "ListCost": list_cost, "ContractedCost": contracted,
-        "PricingCurrencyEffectiveCost": billed, "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
-        "PricingCurrencyListUnitPrice": list_unit, "PricingCurrencyContractedUnitPrice": contracted_unit,
-        "BillingCurrency": currency, "PricingCurrency": currency,
-        "PricingQuantity": pricing_qty, "PricingUnit": pricing_unit, "ConsumedQuantity": consumed, "ConsumedUnit": consumed_unit,
-        "BillingAccountId": np.array([a if a else f"convergence:{o}" for a, o in zip(account, org)], dtype=object),
-        "BillingAccountType": "Billing Account",
-        "BillingPeriodStart": period_start, "BillingPeriodEnd": period_start + pd.offsets.MonthBegin(1),
-        "ChargePeriodStart": start, "ChargePeriodEnd": end,
-        "ChargeCategory": category, "ChargeClass": np.where(correction, "Correction", None),
-        "ChargeFrequency": np.where(category == "Purchase", "Recurring", np.where(category == "Adjustment", "One-Time", "Usage-Based")),
-        "ChargeDescription": sku_desc, "PricingCategory": pricing_category,
-        **commitments,
-        "ProviderName": PROVIDER, "PublisherName": PROVIDER, "InvoiceIssuerName": INVOICE_ISSUER,
-        "ServiceName": np.array([s or i or PROVIDER for s, i in zip(_column(df, "service_description"), _column(df, "service_id"))],
-                                dtype=object),
-        "ServiceCategory": np.array([s[0] for s in services], dtype=object),
-        "ServiceSubcategory": np.array([s[1] for s in services], dtype=object),
-        "SkuId": np.where(not_tax, sku_id, None), "SkuMeter": np.where(not_tax, sku_desc, None),
-        "SkuPriceId": np.where(priced, sku_id, None),
-        "SubAccountId": project, "SubAccountName": np.array([nm or p for nm, p in zip(project_name, project)], dtype=object),
-        "SubAccountType": np.where(pd.isna(project), None, "Project"),
-        "RegionId": region, "RegionName": np.array([None if r is None else REGIONS.get(r, r) for r in region], dtype=object),
-        "AvailabilityZone": _column(df, "zone"),
-        "ResourceId": resource, "ResourceName": _column(df, "resource_name"),
-        "ResourceType": np.array([_resource_type(r) for r in resource], dtype=object),
-        "Tags": np.array([_tags(*t) for t in zip(*(_column(df, c) for c in ("labels", "project_labels", "system_labels", "tags")))],
-                         dtype=object),
-        "x_Provider": "gcp", "x_ChargeDate": df["usage_date"].astype(object).to_numpy(),
-        "x_RunId": run_id if run_id is not None else df["run_id"].astype(object).to_numpy(),
-        "x_RowKey": np.array([k if o == 0 else f"{k}#{o}" for k, o in zip(keys, occurrence)], dtype=object),
-        "x_SourceRowKey": keys.to_numpy(), "x_LoadedAt": pd.to_datetime(df["loaded_at"], utc=True),
-        "x_CostType": _column(df, "cost_type"),
-    }
-    return build_frame(values, n)
-
-
-def _commitments(credits, usage, pricing_qty, pricing_unit, contracted, currency) -> dict[str, np.ndarray]:
-    """CommitmentDiscount* of Usage rows a committed use discount covered (its credit is netted into the row).
-
-    The export says which CUD covered a row, not how much of the commitment it drew: the quantity is the
-    row's own metered quantity for a resource-based CUD ("Usage") and its spend before the discount for a
-    spend-based one ("Spend"), i.e. the row is taken as fully covered.
+    Each source row gives one row, followed by one Credit row per after-the-fact credit, in the
+    order of its credits. Raises :class:`ValueError` naming the column when a value cannot be
+    represented (a quantity beyond NUMERIC, credits that are not a JSON list of credits).
     """
-    cud = [next((c for c in cs or () if c.get("type") in CUD_CATEGORY), None) if u else None for cs, u in zip(credits, usage)]
-    category = np.array([None if c is None else CUD_CATEGORY[c["type"]] for c in cud], dtype=object)
-    quantity = np.array([None if c is None else (q if k == "Usage" else s) for c, k, q, s in
-                         zip(cud, category, pricing_qty, contracted)], dtype=object)
-    has_cud = np.array([c is not None for c in cud])
-    return {
-        "CommitmentDiscountId": np.array([None if c is None else c.get("id") or c.get("name") for c in cud], dtype=object),
-        "CommitmentDiscountName": np.array([None if c is None else c.get("full_name") or c.get("name") for c in cud], dtype=object),
-        "CommitmentDiscountCategory": category,
-        "CommitmentDiscountType": np.where(has_cud, "Committed Use Discount", None),
-        "CommitmentDiscountStatus": np.where(has_cud, "Used", None),
-        "CommitmentDiscountQuantity": quantity,
-        "CommitmentDiscountUnit": np.array([None if q is None else (u if k == "Usage" else cur) for q, k, u, cur in
-                                            zip(quantity, category, pricing_unit, currency)], dtype=object),
-    }
+    table = flat if isinstance(flat, pa.Table) else pa.Table.from_pandas(flat, preserve_index=False)
+    schema = _schema()
+    if table.num_rows == 0:
+        return schema.empty_table()
+    source = _Source(table)
+    credits = _Credits(source)
+    return _interleave(_base_rows(source, credits, run_id), credits, source.n, schema)
 
 
-def _credit_rows(base: pd.DataFrame, credits: list[dict], index: list[int]) -> pd.DataFrame:
-    """After-the-fact credits: the source row's who/where/when, the credit's amount, no SKU or quantity."""
-    amount = np.array([c["amount"] for c in credits], dtype=object)
-    keep = ["BillingAccountId", "BillingAccountType", "BillingCurrency", "PricingCurrency", "BillingPeriodStart",
-            "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd", "ProviderName", "PublisherName", "InvoiceIssuerName",
-            "ServiceName", "ServiceCategory", "ServiceSubcategory", "SubAccountId", "SubAccountName", "SubAccountType",
-            "RegionId", "RegionName", "AvailabilityZone", "ResourceId", "ResourceName", "Tags", "x_Provider", "x_ChargeDate",
-            "x_RunId", "x_SourceRowKey", "x_LoadedAt", "x_CostType"]
-    values = {name: base[name] for name in keep}
-    values.update({
-        "BilledCost": amount, "EffectiveCost": amount, "ListCost": amount, "ContractedCost": amount,
-        "PricingCurrencyEffectiveCost": amount, "ChargeCategory": "Credit", "ChargeFrequency": "Usage-Based",
-        "ChargeDescription": np.array([c.get("full_name") or c.get("name") or c.get("type") for c in credits], dtype=object),
-        "x_CreditType": np.array([c.get("type") for c in credits], dtype=object),
-        "x_RowKey": np.array([f"{k}/credit/{i}" for i, k in zip(index, base["x_RowKey"])], dtype=object),
-    })
-    return build_frame(values, len(credits))
+# ---- the source batch ---------------------------------------------------------------------------------------
+class _Source:
+    """The batch's columns as single arrays; a column the export did not have reads as NULLs."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self.n = table.num_rows
+
+    def has(self, name: str) -> bool:
+        return name in self.table.column_names
+
+    def array(self, name: str, kind: pa.DataType = TEXT) -> pa.Array:
+        if not self.has(name):
+            return pa.nulls(self.n, kind)
+        column = self.table.column(name)
+        return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+    def text(self, name: str) -> pa.Array:
+        values = self.array(name)
+        return values if pa.types.is_string(values.type) else values.cast(pa.string())
+
+    def money(self, name: str) -> pa.Array:
+        return _money(self.array(name, MONEY), name)
+
+    def quantity(self, name: str) -> pa.Array:
+        values = self.array(name, pa.float64())
+        return _from_float(values.cast(pa.float64()), name) if not pa.types.is_decimal(values.type) else _money(values, name)
+
+    def timestamps(self, name: str) -> pa.Array:
+        values = self.array(name, pa.timestamp("us", tz="UTC"))
+        if getattr(values.type, "tz", None) is None:
+            values = pc.assume_timezone(values, "UTC") if pa.types.is_timestamp(values.type) else values
+        return values.cast(pa.timestamp("us", tz="UTC"))
 
 
-def _resource_type(global_name: str | None) -> str | None:
-    """``//compute.googleapis.com/projects/p/zones/z/instances/vm`` → ``compute.googleapis.com/instances``."""
-    if not global_name:
-        return None
-    parts = global_name.lstrip("/").split("/")
-    return f"{parts[0]}/{parts[-2]}" if len(parts) >= 3 else parts[0]
+# ---- exact numbers --------------------------------------------------------------------------------------------
+def _money(values: pa.Array, name: str) -> pa.Array:
+    """NUMERIC: decimals rounded half-even to nine places; floats through their shortest repr, as ``Decimal(str(v))``."""
+    kind = values.type
+    if pa.types.is_decimal(kind):
+        if kind.scale > 9:
+            values = pc.round(values, ndigits=9, round_mode="half_to_even")
+        return _fit(values, name)
+    if pa.types.is_floating(kind):
+        return _from_float(values.cast(pa.float64()), name)
+    if pa.types.is_null(kind) or pa.types.is_integer(kind):
+        return values.cast(MONEY)
+    return _from_text(values.cast(pa.string()), name)
 
 
-def _invoice_month(months: np.ndarray, start: pd.Series) -> pd.Series:
-    usage_month = start.dt.tz_localize(None).dt.to_period("M").dt.to_timestamp()
-    parsed = pd.to_datetime(pd.Series(months, dtype=object), format="%Y%m", errors="coerce")
-    return parsed.where(parsed.notna(), usage_month).dt.tz_localize("UTC")
+def _fit(values: pa.Array, name: str) -> pa.Array:
+    try:
+        return values.cast(MONEY)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise ValueError(f"{name}: a value does not fit NUMERIC (38 digits, 9 after the point)") from None
+
+
+def _from_float(values: pa.Array, name: str) -> pa.Array:
+    """``Decimal(repr(v)).quantize(1e-9, ROUND_HALF_EVEN)`` for a whole array; NaN is NULL."""
+    numbers = values.to_numpy(zero_copy_only=False)
+    finite = np.isfinite(numbers)
+    missing = np.isnan(numbers)
+    if (~finite & ~missing).any() or (np.abs(numbers[finite]) >= _LIMIT).any():
+        raise ValueError(f"{name}: a value is infinite or too large for NUMERIC (below 1e19)")
+    numbers = np.where(np.abs(numbers) < 1e-12, 0.0, numbers)  # rounds to 0 anyway; keeps the repr short
+    mask = missing | np.asarray(values.is_null(), dtype=bool) if values.null_count else missing
+    return _from_text(pc.cast(pa.array(numbers, pa.float64(), mask=mask), pa.string()), name)
+
+
+def _from_text(text: pa.Array, name: str) -> pa.Array:
+    try:
+        exact = pc.cast(text, _TEXT)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise ValueError(f"{name}: a value is not a decimal number NUMERIC can hold") from None
+    return _fit(pc.round(exact, ndigits=9, round_mode="half_to_even"), name)
+
+
+def _add(*terms: pa.Array, minus: tuple[pa.Array, ...] = ()) -> pa.Array:
+    """Exact sum of NUMERIC arrays (NULL if a term is NULL), back in NUMERIC."""
+    total = terms[0].cast(_SUM)
+    for term in terms[1:]:
+        total = pc.add(total, term.cast(_SUM)).cast(_SUM)
+    for term in minus:
+        total = pc.subtract(total, term.cast(_SUM)).cast(_SUM)
+    return _fit(total, "a sum of costs")
+
+
+def _per_row(n: int, rows: np.ndarray, amounts: pa.Array) -> pa.Array:
+    """Per source row, the exact sum of ``amounts`` whose owner is ``rows`` (0 where it has none)."""
+    if not len(rows):
+        return pa.array(np.zeros(n, dtype=np.int64)).cast(MONEY)
+    grouped = pa.table({"row": rows, "amount": amounts.cast(_SUM)}).group_by("row").aggregate([("amount", "sum")])
+    where = np.full(n, -1, dtype=np.int64)
+    where[grouped.column("row").to_numpy()] = np.arange(grouped.num_rows)
+    sums = grouped.column("amount_sum").combine_chunks().take(pa.array(where, mask=where < 0))
+    return _fit(pc.fill_null(sums, pa.scalar(0, sums.type)), "a sum of credits")
+
+
+def _unit_prices(cost: pa.Array, quantity: pa.Array) -> pa.Array:
+    """cost ÷ quantity rounded half-even to nine places; 0 for 0 ÷ 0, NULL for another ÷ 0.
+
+    Arrow divides exactly and truncates at 38 places; rounding that half-even is the exact rounding
+    of the quotient (a quotient of two nine-place numbers below 1e19 is never within 1e-38 of a tie
+    without being one). The reference rounded a 28-digit quotient first, which can differ when the
+    quotient lies within 1e-19 of a tie: those rows, and unit prices of 1e9 or more, are computed
+    with ``Decimal`` exactly as the reference did, so every value is the reference's.
+    """
+    zero = pc.fill_null(pc.equal(quantity, pa.scalar(0, MONEY)), False)
+    divisor = pc.if_else(zero, pa.scalar(1, MONEY), quantity)
+    quotient = pc.divide(cost.cast(_QUOTIENT[0]), divisor.cast(_QUOTIENT[1]))
+    estimate = np.abs(quotient.cast(pa.float64()).to_numpy(zero_copy_only=False))
+    large = np.nan_to_num(estimate, nan=0.0) >= _EXACT_BELOW
+    quotient = pc.if_else(pa.array(large), pa.scalar(0, quotient.type), quotient)
+    price = pc.round(quotient, ndigits=9, round_mode="half_to_even")
+    below = pc.round(quotient, ndigits=9, round_mode="towards_zero").cast(_QUOTIENT_EXACT)
+    rest = pc.subtract(quotient.cast(_QUOTIENT_EXACT), below).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    near_tie = np.abs(np.abs(np.nan_to_num(rest, nan=0.0)) * 1e9 - 0.5) <= _TIE_BAND
+    price = _fit(price, "unit price")
+    price = pc.if_else(zero, pc.if_else(pc.equal(cost, pa.scalar(0, MONEY)), pa.scalar(0, MONEY), pa.scalar(None, MONEY)), price)
+    redo = np.flatnonzero((large | near_tie) & ~np.asarray(zero.to_numpy(zero_copy_only=False), dtype=bool))
+    if len(redo):
+        index = pa.array(redo)
+        exact = [_unit_price(c, q) for c, q in zip(cost.take(index).to_pylist(), quantity.take(index).to_pylist())]
+        mask = np.zeros(len(cost), dtype=bool)
+        mask[redo] = True
+        price = pc.replace_with_mask(price, pa.array(mask), pa.array(exact, MONEY))
+    return price
 
 
 def _unit_price(cost: Decimal | None, quantity: Decimal | None) -> Decimal | None:
@@ -322,7 +289,321 @@ def _unit_price(cost: Decimal | None, quantity: Decimal | None) -> Decimal | Non
         return None
 
 
-@lru_cache(maxsize=1024)
+# ---- values through small Python functions, once per distinct value --------------------------------------
+def _mapped(values: pa.Array, fn, kind: pa.DataType = TEXT) -> pa.Array:
+    """``fn`` of each row's value, calling it once per distinct value (a batch has few)."""
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    return pa.array([fn(v) for v in encoded.dictionary.to_pylist()], kind).take(encoded.indices)
+
+
+def _mapped_rows(arrays: list[pa.Array], fn, kind: pa.DataType = TEXT) -> pa.Array:
+    """``fn(*values)`` of each row's values of several columns, once per distinct combination."""
+    code = None
+    for values in arrays:
+        encoded = pc.dictionary_encode(values, null_encoding="encode")
+        indices = encoded.indices.to_numpy().astype(np.int64)
+        code = indices if code is None else code * len(encoded.dictionary) + indices
+        code = np.unique(code, return_inverse=True)[1].astype(np.int64)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    picked = [a.take(pa.array(first)).to_pylist() for a in arrays]
+    return pa.array([fn(*values) for values in zip(*picked)], kind).take(pa.array(inverse.astype(np.int64)))
+
+
+def _truthy(values: pa.Array) -> pa.Array:
+    """Python truthiness of text: neither NULL nor empty."""
+    return pc.fill_null(pc.not_equal(values, ""), False)
+
+
+def _first_truthy(*arrays: pa.Array) -> pa.Array:
+    """``a or b or ...``: the first value that is neither NULL nor empty (the last one otherwise)."""
+    result = arrays[-1]
+    for values in reversed(arrays[:-1]):
+        result = pc.if_else(_truthy(values), values, result)
+    return result
+
+
+def _where(mask: pa.Array | np.ndarray, values, kind: pa.DataType = TEXT) -> pa.Array:
+    """``values`` where ``mask``, NULL elsewhere."""
+    mask = mask if isinstance(mask, pa.Array) else pa.array(mask)
+    values = values if isinstance(values, pa.Array) else pa.scalar(values, kind)
+    return pc.if_else(mask, values, pa.scalar(None, values.type))
+
+
+def _occurrences(keys: pa.Array) -> np.ndarray:
+    """0, 1, 2 ... for the repeats of each key in the batch (identical export rows share a key)."""
+    encoded = pc.dictionary_encode(keys, null_encoding="encode")
+    indices = encoded.indices.to_numpy().astype(np.int64)
+    if len(encoded.dictionary) == len(indices):
+        return np.zeros(len(indices), dtype=np.int64)
+    order = np.argsort(indices, kind="stable")
+    ordered = indices[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ranks = np.arange(len(ordered)) - np.repeat(starts, np.diff(np.r_[starts, len(ordered)]))
+    occurrence = np.empty(len(indices), dtype=np.int64)
+    occurrence[order] = ranks
+    return occurrence
+
+
+# ---- the rows of the source batch ---------------------------------------------------------------------------
+def _base_rows(source: _Source, credits: _Credits, run_id: str | None) -> dict[str, object]:
+    n = source.n
+    cost = source.money("cost")
+    credits_total = source.money("credits_total")
+    at_list = source.money("cost_at_list")
+    list_cost = pc.coalesce(at_list, cost)
+    billed = _add(cost, credits_total, minus=(credits.after_sum,))
+    contracted = _add(cost, credits.discount_sum)
+
+    sku_id, sku_desc = source.text("sku_id"), source.text("sku_description")
+    cost_type = source.text("cost_type")
+    category = _mapped(cost_type, lambda t: "Usage" if t is None else CHARGE_CATEGORY.get(t, "Adjustment"))
+    commitment_fee = pc.fill_null(pc.starts_with(sku_desc, "Commitment"), False)
+    category = pc.if_else(pc.and_(commitment_fee, pc.equal(category, "Usage")), "Purchase", category)
+    priced = pc.is_in(category, pa.array(["Usage", "Purchase"]))
+    usage = pc.equal(category, "Usage")
+
+    start = source.timestamps("usage_start_time")
+    end = pc.coalesce(source.timestamps("usage_end_time"), pc.add(start, HOUR))
+    usage_month = pc.floor_temporal(start, unit="month")
+    period_start = pc.coalesce(_mapped(source.text("invoice_month"), _invoice_month, start.type), usage_month)
+    period_end = _mapped(period_start, _next_month, start.type)
+    correction = pc.and_(pc.fill_null(pc.equal(cost_type, "adjustment"), False), pc.less(usage_month, period_start))
+
+    pricing_qty = _where(priced, source.quantity("usage_amount_in_pricing_units"))
+    pricing_unit = _where(pc.is_valid(pricing_qty), _mapped(source.text("usage_pricing_unit"), _unit))
+    consumed = _where(usage, source.quantity("usage_amount"))
+    consumed_unit = _where(pc.is_valid(consumed), _mapped(source.text("usage_unit"), _unit))
+    list_unit = _unit_prices(list_cost, pricing_qty)
+    contracted_unit = _unit_prices(contracted, pricing_qty)
+
+    currency = source.text("currency")
+    commitments = credits.commitments(usage, pricing_qty, pricing_unit, contracted, currency)
+    has_cud = pc.is_valid(commitments["CommitmentDiscountStatus"])
+    spot = pc.fill_null(pc.or_(pc.match_substring(sku_desc, "Spot"), pc.match_substring(sku_desc, "Preemptible")), False)
+    pricing_category = _where(priced, pc.if_else(has_cud, "Committed", pc.if_else(spot, "Dynamic", "Standard")))
+
+    service_desc, service_id = source.text("service_description"), source.text("service_id")
+    location = source.text("location")
+    region = _where(pc.invert(pc.fill_null(pc.is_in(location, pa.array(["", "global"])), True)), location)
+    project, project_name = source.text("project_id"), source.text("project_name")
+    account, org = source.text("billing_account_id"), source.text("org_slug")
+    resource = source.text("resource_global_name")  # detailed export only
+    keys = source.text("row_key")
+    occurrence = _occurrences(keys)
+    repeated = occurrence > 0
+    row_key = keys
+    if repeated.any():
+        suffix = pa.array(np.char.add("#", occurrence.astype(str)))
+        row_key = pc.if_else(pa.array(repeated), pc.binary_join_element_wise(keys, suffix, ""), keys)
+    not_tax = pc.not_equal(category, "Tax")
+    run = pa.array(np.full(n, run_id, dtype=object), pa.string()) if run_id is not None else source.text("run_id")
+    return {
+        "BilledCost": billed, "EffectiveCost": billed, "ListCost": list_cost, "ContractedCost": contracted,
+        "PricingCurrencyEffectiveCost": billed, "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
+        "PricingCurrencyListUnitPrice": list_unit, "PricingCurrencyContractedUnitPrice": contracted_unit,
+        "BillingCurrency": currency, "PricingCurrency": currency,
+        "PricingQuantity": pricing_qty, "PricingUnit": pricing_unit, "ConsumedQuantity": consumed, "ConsumedUnit": consumed_unit,
+        "BillingAccountId": pc.if_else(_truthy(account), account,
+                                       pc.binary_join_element_wise("convergence:", pc.fill_null(org, "None"), "")),
+        "BillingAccountType": "Billing Account",
+        "BillingPeriodStart": period_start, "BillingPeriodEnd": period_end,
+        "ChargePeriodStart": start, "ChargePeriodEnd": end,
+        "ChargeCategory": category, "ChargeClass": _where(correction, "Correction"),
+        "ChargeFrequency": pc.if_else(pc.equal(category, "Purchase"), "Recurring",
+                                      pc.if_else(pc.equal(category, "Adjustment"), "One-Time", "Usage-Based")),
+        "ChargeDescription": sku_desc, "PricingCategory": pricing_category,
+        **commitments,
+        "ProviderName": PROVIDER, "PublisherName": PROVIDER, "InvoiceIssuerName": INVOICE_ISSUER,
+        "ServiceName": _first_truthy(service_desc, service_id, pa.scalar(PROVIDER)),
+        "ServiceCategory": _mapped(service_desc, lambda s: SERVICES.get(s, OTHER)[0]),
+        "ServiceSubcategory": _mapped(service_desc, lambda s: SERVICES.get(s, OTHER)[1]),
+        "SkuId": _where(not_tax, sku_id), "SkuMeter": _where(not_tax, sku_desc),
+        "SkuPriceId": _where(priced, sku_id),
+        "SubAccountId": project, "SubAccountName": _first_truthy(project_name, project),
+        "SubAccountType": _where(pc.is_valid(project), "Project"),
+        "RegionId": region, "RegionName": _mapped(region, lambda r: None if r is None else REGIONS.get(r, r)),
+        "AvailabilityZone": source.text("zone"),
+        "ResourceId": resource, "ResourceName": source.text("resource_name"),
+        "ResourceType": _mapped(resource, _resource_type),
+        "Tags": _mapped_rows([source.text(c) for c in ("labels", "project_labels", "system_labels", "tags")], _tags),
+        "x_Provider": "gcp", "x_ChargeDate": source.array("usage_date", pa.date32()).cast(pa.date32()),
+        "x_RunId": run, "x_RowKey": row_key, "x_SourceRowKey": keys, "x_LoadedAt": source.timestamps("loaded_at"),
+        "x_CostType": cost_type,
+    }
+
+
+# ---- credits --------------------------------------------------------------------------------------------------
+class _Credits:
+    """A batch's credits: the sums netted into each row, the Credit rows, the CUD that covered a row."""
+
+    def __init__(self, source: _Source):
+        self.n = n = source.n
+        self.breakdown = source.has("credits")
+        if not self.breakdown:  # one Credit row of unknown type per row with credits
+            total = source.money("credits_total")
+            rows = np.flatnonzero(np.asarray(pc.fill_null(pc.not_equal(total, pa.scalar(0, MONEY)), False), dtype=bool))
+            self._after(n, rows, total.take(pa.array(rows, pa.int64())), pa.nulls(len(rows), pa.string()),
+                        pa.array([NO_BREAKDOWN] * len(rows), pa.string()))
+            self.discount_sum = _per_row(n, np.zeros(0, dtype=np.int64), pa.nulls(0, MONEY))
+            return
+        items = _parse_credits(source.array("credits"))
+        self._parent = pc.list_parent_indices(items).to_numpy().astype(np.int64)
+        elements = pc.list_flatten(items)
+        self._kind, self._id = _field(elements, "type"), _field(elements, "id")
+        self._name, self._full_name = _field(elements, "name"), _field(elements, "full_name")
+        number = _field(elements, "amount", pa.float64())
+        amount = _from_float(number, "credits.amount")
+        netted = np.asarray(pc.fill_null(pc.is_in(self._kind, pa.array(sorted(NETTED))), False), dtype=bool)
+        nonzero = np.asarray(pc.fill_null(pc.not_equal(number, 0.0), False), dtype=bool)
+        after = np.flatnonzero(~netted & nonzero)
+        index = pa.array(after, pa.int64())
+        description = _first_truthy(self._full_name.take(index), self._name.take(index), self._kind.take(index))
+        self._after(n, self._parent[after], amount.take(index), self._kind.take(index), description)
+        discount = np.flatnonzero(np.asarray(pc.fill_null(pc.equal(self._kind, "DISCOUNT"), False), dtype=bool))
+        self.discount_sum = _per_row(n, self._parent[discount], amount.take(pa.array(discount, pa.int64())))
+
+    def _after(self, n: int, rows: np.ndarray, amount: pa.Array, kind: pa.Array, description: pa.Array) -> None:
+        """After-the-fact credits, in row order: their owner row, rank within it, amount, type, description."""
+        self.rows, self.amount, self.kind, self.description = rows, amount, kind, description
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=np.int64)
+        self.rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+        self.after_sum = _per_row(n, rows, amount)
+
+    def commitments(self, usage: pa.Array, pricing_qty: pa.Array, pricing_unit: pa.Array, contracted: pa.Array,
+                    currency: pa.Array) -> dict[str, pa.Array]:
+        """CommitmentDiscount* of Usage rows a committed use discount covered (its credit is netted into the row).
+
+        The export says which CUD covered a row, not how much of the commitment it drew: the quantity is the
+        row's own metered quantity for a resource-based CUD ("Usage") and its spend before the discount for a
+        spend-based one ("Spend"), i.e. the row is taken as fully covered. The row's first CUD credit names it.
+        """
+        pick = np.full(self.n, -1, dtype=np.int64)
+        if self.breakdown:
+            cud = np.flatnonzero(np.asarray(pc.fill_null(pc.is_in(self._kind, pa.array(sorted(CUD_CATEGORY))), False),
+                                            dtype=bool))
+            owners, first = np.unique(self._parent[cud], return_index=True)
+            pick[owners] = cud[first]
+            pick[~np.asarray(usage, dtype=bool)] = -1
+        index = pa.array(pick, mask=pick < 0)
+        has = pa.array(pick >= 0)
+        if not self.breakdown or not (pick >= 0).any():
+            empty = pa.nulls(self.n, pa.string())
+            return {"CommitmentDiscountId": empty, "CommitmentDiscountName": empty, "CommitmentDiscountCategory": empty,
+                    "CommitmentDiscountType": empty, "CommitmentDiscountStatus": empty,
+                    "CommitmentDiscountQuantity": pa.nulls(self.n, MONEY), "CommitmentDiscountUnit": empty}
+        category = _mapped(self._kind.take(index), lambda t: None if t is None else CUD_CATEGORY[t])
+        by_usage = pc.equal(category, "Usage")
+        quantity = _where(has, pc.if_else(by_usage, pricing_qty, contracted))
+        return {
+            "CommitmentDiscountId": _first_truthy(self._id.take(index), self._name.take(index)),
+            "CommitmentDiscountName": _first_truthy(self._full_name.take(index), self._name.take(index)),
+            "CommitmentDiscountCategory": category,
+            "CommitmentDiscountType": _where(has, "Committed Use Discount"),
+            "CommitmentDiscountStatus": _where(has, "Used"),
+            "CommitmentDiscountQuantity": quantity,
+            "CommitmentDiscountUnit": _where(pc.is_valid(quantity), pc.if_else(by_usage, pricing_unit, currency)),
+        }
+
+
+def _field(elements: pa.StructArray, name: str, kind: pa.DataType = TEXT) -> pa.Array:
+    if elements.type.get_field_index(name) < 0:
+        return pa.nulls(len(elements), kind)
+    values = pc.struct_field(elements, name)
+    return values if values.type == kind else values.cast(kind)
+
+
+def _parse_credits(values: pa.Array) -> pa.ListArray:
+    """The ``credits`` column: JSON text as the flattener writes it (a list of {name, amount, full_name, id,
+    type}), or already a list of structs. Parsed by Arrow's JSON reader in one pass: amounts are read as
+    doubles, which is exact here, since the flattener wrote each as the shortest text of a double."""
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        return values
+    text = values.cast(pa.string())
+    lines = pc.binary_join_element_wise('{"c":', pc.fill_null(text, "null"), "}\n", "")
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset:lines.offset + len(lines) + 1]
+    data = lines.buffers()[2][int(offsets[0]):int(offsets[-1])] if len(lines) else pa.py_buffer(b"")
+    multiline = bool(pc.any(pc.match_substring(text, "\n")).as_py())
+    options = pj.ParseOptions(explicit_schema=pa.schema([("c", pa.list_(CREDIT))]), unexpected_field_behavior="ignore",
+                              newlines_in_values=multiline)
+    try:
+        parsed = pj.read_json(pa.BufferReader(data), parse_options=options).column("c").combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"credits: not a JSON list of credits: {str(exc).splitlines()[0]}") from None
+    if len(parsed) != len(text):
+        raise ValueError("credits: not a JSON list of credits (one per row)")
+    return parsed
+
+
+# ---- assembling the batch -------------------------------------------------------------------------------------
+def _interleave(base: dict[str, object], credits: _Credits, n: int, schema: pa.Schema) -> pa.Table:
+    """Each source row followed by its Credit rows, every column of ``focus_cost_daily`` in order."""
+    m = len(credits.rows)
+    rows = pa.array(credits.rows, pa.int64())
+    credit_values: dict[str, object] = {name: base[name] for name in CREDIT_KEEP}
+    for name in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "PricingCurrencyEffectiveCost"):
+        credit_values[name] = credits.amount
+    credit_values.update({
+        "ChargeCategory": "Credit", "ChargeFrequency": "Usage-Based", "ChargeDescription": credits.description,
+        "x_CreditType": credits.kind,
+        "x_RowKey": pc.binary_join_element_wise(_broadcast(base["x_RowKey"], n, pa.string()).take(rows), "/credit/",
+                                                pa.array(credits.rank.astype(str)), ""),
+    })
+    before = np.cumsum(np.bincount(credits.rows, minlength=n)) - np.bincount(credits.rows, minlength=n)
+    position = np.arange(n) + before
+    order = np.empty(n + m, dtype=np.int64)
+    order[position] = np.arange(n)
+    order[position[credits.rows] + 1 + credits.rank] = n + np.arange(m)
+    order = pa.array(order)
+    columns = []
+    for field in schema:
+        own = _broadcast(base.get(field.name), n, field.type)
+        if not m:
+            columns.append(own)
+            continue
+        value = credit_values.get(field.name)
+        if field.name in CREDIT_KEEP:
+            value = own.take(rows)
+        extra = _broadcast(value, m, field.type)
+        columns.append(pa.concat_arrays([own, extra]).take(order))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _broadcast(value, length: int, kind: pa.DataType) -> pa.Array:
+    if isinstance(value, pa.ChunkedArray):
+        value = value.combine_chunks()
+    if isinstance(value, pa.Array):
+        return value if value.type == kind else value.cast(kind)
+    if value is None:
+        return pa.nulls(length, kind)
+    return pa.array(np.full(length, value, dtype=object), kind)
+
+
+@cache
+def _schema() -> pa.Schema:
+    """``focus_cost_daily`` as Arrow, every column nullable: the load's cast checks the REQUIRED ones."""
+    return pa.schema([f.with_nullable(True) for f in arrow_schema(focus_schema())])
+
+
+def _invoice_month(month: str | None) -> datetime | None:
+    """``invoice.month`` YYYYMM → the month's first instant (UTC); anything else → NULL (the usage month is used)."""
+    parsed = pd.to_datetime(pd.Series([month], dtype=object), format="%Y%m", errors="coerce").iloc[0]
+    return None if pd.isna(parsed) else parsed.to_pydatetime().replace(tzinfo=timezone.utc)
+
+
+def _next_month(start: datetime | None) -> datetime | None:
+    if start is None:
+        return None
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1, day=1)
+
+
+def _resource_type(global_name: str | None) -> str | None:
+    """``//compute.googleapis.com/projects/p/zones/z/instances/vm`` → ``compute.googleapis.com/instances``."""
+    if not global_name:
+        return None
+    parts = global_name.lstrip("/").split("/")
+    return f"{parts[0]}/{parts[-2]}" if len(parts) >= 3 else parts[0]
+
+
 def _unit(unit: str | None) -> str | None:
     """Google's unit ("gibibyte month", "byte-seconds", "hour") → UnitFormat ("GiB-Months", "B-Seconds", "Hours")."""
     if not unit:
@@ -333,7 +614,6 @@ def _unit(unit: str | None) -> str | None:
     return " ".join(words)
 
 
-@lru_cache(maxsize=4096)
 def _tags(labels, project_labels, system_labels, tags) -> str | None:
     finalized: dict[str, object] = {}
     for source in (project_labels, labels, system_labels):  # later wins: a resource label overrides the project's

@@ -8,7 +8,8 @@ they can be staged; a rule broken fails the org, naming the column. Usage we cou
 left out of FOCUS (never $0) and counted in the step's log (``unpriced``).
 
 Google Cloud rows arrive as staged Parquet parts (a billing day may not fit in memory): each part
-is mapped to a FOCUS part written beside it, one bounded part at a time.
+is mapped to a FOCUS part written beside it, one bounded chunk at a time, in Arrow from end to end
+(:func:`beam_pipelines.focus.gcp.focus_rows_gcp` is vectorised; no row becomes a Python object).
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class AnthropicFocus(FocusFromCosts):
     focus_fn = staticmethod(focus_rows_anthropic)
 
 
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = 100_000  # a whole staged part (the extract writes parts of at most this many rows): repeated row keys are
+# numbered within a chunk, and vectorised code wants large batches; memory stays bounded by the part
 
 
 class _FocusParts(beam.DoFn):
@@ -84,7 +86,7 @@ class _FocusParts(beam.DoFn):
             with FileSystems.open(part.path) as source, FileSystems.create(path) as sink:
                 writer = pq.ParquetWriter(sink, arrow_schema(self._schema))
                 for chunk in pq.ParquetFile(source).iter_batches(batch_size=CHUNK_ROWS):  # memory: one chunk at a time
-                    rows = focus_rows_gcp(pa.Table.from_batches([chunk]), run_id=batch.run_id)
+                    rows = focus_rows_gcp(pa.Table.from_batches([chunk]), run_id=batch.run_id)  # Arrow, schema order
                     if self._step.options.validate_rows and len(rows):
                         check_focus(rows)
                     table = to_arrow(rows, self._schema, "focus_cost_daily")
