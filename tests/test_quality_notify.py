@@ -63,6 +63,43 @@ def test_each_expectation_type():
     assert not check("expect_column_values_to_not_be_null", df, column="nope").success
 
 
+def test_grouped_evaluation_gives_each_run_what_evaluating_it_alone_gives():
+    from decimal import Decimal
+
+    from beam_pipelines.quality.suite import evaluate_runs, load_suite
+
+    every_type = Suite("all", tuple(Expectation(kind, kwargs, "critical") for kind, kwargs in (
+        ("expect_column_values_to_not_be_null", {"column": "k"}),
+        ("expect_column_values_to_be_between", {"column": "n", "min_value": 0, "max_value": 3}),
+        ("expect_compound_columns_to_be_unique", {"column_list": ["k"]}),
+        ("expect_table_row_count_to_be_between", {"min_value": 2}),
+        ("expect_column_values_to_not_be_in_set", {"column": "s", "value_set": ["UNPRICED"], "report_column": "k"}),
+        ("expect_column_values_to_be_in_set", {"column": "s", "value_set": ["PRICED", "UNPRICED"]}),
+        ("expect_column_to_equal_sum_of_columns", {"column": "t", "sum_columns": ["p1", "p2"]}),
+        ("expect_column_values_to_not_be_null", {"column": "absent"}),
+    )))
+    D = Decimal
+    df = pd.DataFrame({
+        "run_id": ["r1", "r2", "r1", "r3", "r2", "r1", "r3"],
+        "k": ["a", "b", "a", None, "c", "d", "e"],
+        "n": [1, -2, 3, None, 4, 2, 0],
+        "s": ["PRICED", "UNPRICED", "PRICED", "ODD", "PRICED", "UNPRICED", "PRICED"],
+        "t": [D("3.000000001"), D("1.0"), None, D("2.0"), D("2.0"), D("1.6"), D("0")],
+        "p1": [D("1"), D("0.5"), D("1"), D("1"), D("1"), D("1"), None],
+        "p2": [D("2"), D("0.5"), D("1"), D("1"), D("1"), D("0.5"), None],
+    })
+    grouped = evaluate_runs(every_type, df)
+    for run_id, rows in df.groupby("run_id"):
+        alone = evaluate(every_type, rows.reset_index(drop=True))
+        assert grouped[run_id] == alone, run_id
+    assert {r: [x.success for x in results] for r, results in grouped.items()} == {
+        "r1": [True, True, False, True, False, True, False, False], "r2": [True, False, True, True, False, True, True, False],
+        "r3": [False, True, True, True, True, False, True, False]}
+    suite = load_suite(CONFIGS / "data_quality/expectations/openai_cost_suite.json", "openai")  # the shipped suite, too
+    cost = df.rename(columns={"k": "model"}).assign(usage_date=None)
+    assert evaluate_runs(suite, cost)["r2"] == evaluate(suite, cost[cost["run_id"] == "r2"].reset_index(drop=True))
+
+
 def test_suites_are_validated_as_config(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"expectations": [{"expectation_type": "expect_magic", "kwargs": {}}]}))

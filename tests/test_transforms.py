@@ -208,3 +208,109 @@ def test_pages_merge_up_to_the_batch_size_and_staged_parts_pass_through():
     staged = StagedRows("/tmp/p.parquet", DAY, 10)
     out = coalesce([page, page, staged, page.head(3), page.head(4)])
     assert [len(p) for p in out] == [len(page), len(page), 10, 7] and out[2] is staged
+
+
+# Many orgs' rows in one frame (RunsBatch): gathered whole in fetch, worked once, reported and staged per run.
+
+class FleetFetcher(FakeFetcher):
+    fleet_batches = True
+
+
+def usage_rows(org, models, day=DAY):
+    return pd.DataFrame([{
+        "usage_date": day, "org_slug": org, "row_key": f"{org}-{m}", "run_id": f"run-{org}", "project_id": "p",
+        "api_key_id": "k", "model": m, "batch": False, "service_tier": "default", "input_tokens": 1_000_000,
+        "input_cached_tokens": 0, "output_tokens": 1_000_000, "num_model_requests": 1,
+    } for m in models])
+
+
+def test_fleet_fetch_gathers_whole_orgs_into_one_batch(seeded):
+    items = [WorkItem(o, f"run-{o}", DAY, DAY) for o in ("acme", "globex", "broken")]
+    p, outputs = fetch_graph(seeded, items, FleetFetcher(), 2)
+    shapes = outputs.main | "Shape" >> beam.Map(
+        lambda b: (type(b).__name__, sorted(b.runs), sorted(b.rows.groupby("row_key").size().index.str[:-4].unique()),
+                   len(b.rows)))
+    assert_that(shapes, equal_to([("RunsBatch", [("acme", "run-acme"), ("globex", "run-globex")], ["acme", "globex"], 12)]))
+    p.run().wait_until_finish()
+
+
+def test_split_runs_gives_each_run_its_rows_in_order():
+    import pyarrow as pa
+
+    from beam_pipelines.transforms.elements import RunsBatch
+    from beam_pipelines.transforms.runs import run_counts, split_runs
+
+    frame = pd.DataFrame({"run_id": ["b", "a", "b", "c", "a"], "n": [1, 2, 3, 4, 5]})
+    batch = RunsBatch((("org-b", "b"), ("org-a", "a"), ("org-c", "c")), frame)
+    for rows in (frame, pa.Table.from_pandas(frame)):
+        split = {b.run_id: (b.org_slug, list(b.rows.to_pandas()["n"] if isinstance(b.rows, pa.Table) else b.rows["n"]))
+                 for b in split_runs(RunsBatch(batch.runs, rows))}
+        assert split == {"a": ("org-a", [2, 5]), "b": ("org-b", [1, 3]), "c": ("org-c", [4])}
+    assert run_counts(frame) == {"b": 2, "a": 2, "c": 1}
+    assert list(split_runs(raw_batch("acme", 2)))[0].rows.shape[0] == 2, "an OrgBatch passes through"
+
+
+def test_pricing_a_fleet_batch_equals_each_org_alone_and_an_exception_fails_only_its_org(seeded):
+    from beam_pipelines.transforms.elements import RunsBatch
+
+    loaded = load_pipeline(CONFIGS, "openai/cost/usage_cost")
+    step = next(s for s in loaded.config.steps if s.ps_type == "openai.cost")
+    ctx = RunContext.from_settings(seeded, loaded, NOW)
+    acme, globex = usage_rows("acme", ["gpt-4o-mini-2024-07-18", "mystery"]), usage_rows("globex", ["gpt-4o", "gpt-4o-mini"])
+    broken = usage_rows("broken", ["gpt-4o"]).assign(usage_date=[None])  # no day: pricing raises on it
+    fleet = RunsBatch((("acme", "run-acme"), ("globex", "run-globex"), ("broken", "run-broken")),
+                      pd.concat([acme, globex, broken], ignore_index=True))
+
+    def run(batches):
+        p = pipeline()
+        result = p | beam.Create(batches) | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx)
+        rows = result["main"] | beam.FlatMap(lambda b: [(r["run_id"], r["model"], r["pricing_status"], str(r["total_cost_usd"]))
+                                                        for r in b.rows.to_dict("records")])
+        events = result["events"] | beam.Map(lambda e: (e.run_id, e.rows, e.failed, tuple(e.detail.get("unpriced_models", ())),
+                                                        str(e.detail.get("cost_usd"))))
+        return p, rows, events
+
+    from beam_pipelines.pricing.openai_cost import TIER_ALIASES, price_openai_usage
+    from beam_pipelines.pricing.price_list import load_price_list
+
+    options = loaded.options(step.step_id)
+    prices = load_price_list(CONFIGS / options.pricing_file, options.pricing_file, None, TIER_ALIASES)
+    alone_rows, alone_events = [], []
+    for org, frame in (("acme", acme), ("globex", globex)):  # what pricing each org alone gives
+        cost = price_openai_usage(frame, prices, NOW)
+        alone_rows += [(r["run_id"], r["model"], r["pricing_status"], str(r["total_cost_usd"])) for r in cost.to_dict("records")]
+        unpriced = tuple(sorted(cost.loc[cost["pricing_status"] != "PRICED", "model"]))
+        alone_events.append((f"run-{org}", len(cost), False, unpriced, str(sum(v for v in cost["total_cost_usd"] if v is not None))))
+    assert ("run-acme", "mystery", "UNPRICED", "None") in alone_rows and len(alone_rows) == 4
+
+    p, rows, events = run([fleet])
+    assert_that(rows, equal_to(alone_rows), label="same rows as each org alone")
+    failed = events | "Failed" >> beam.Filter(lambda e: e[2]) | "Which" >> beam.Map(lambda e: e[0])
+    ok = events | "Ok" >> beam.Filter(lambda e: not e[2])
+    assert_that(failed, equal_to(["run-broken"]), label="only the org whose rows raise fails")
+    assert_that(ok, equal_to(alone_events), label="same events as each org alone")
+    p.run().wait_until_finish()
+
+
+def test_a_fleet_batch_is_staged_per_run_and_a_misfit_fails_only_its_org(seeded):
+    from beam_pipelines.transforms.elements import RunsBatch
+
+    loaded = load_pipeline(CONFIGS, "openai/cost/usage_cost")
+    step = next(s for s in loaded.config.steps if s.step_id == "load_usage_raw")
+    ctx = RunContext.from_settings(seeded, loaded, NOW)
+    acme, globex, broken = raw_batch("acme", 3), raw_batch("globex", 2), raw_batch("broken", 2)
+    misfit = raw_batch("stray", 2).rows.assign(row_key=None)  # REQUIRED column without a value
+    runs = (("acme", "run-acme"), ("globex", "run-globex"), ("broken", "run-broken"), ("stray", "run-stray"))
+    fleet = RunsBatch(runs, pd.concat([acme.rows, misfit, globex.rows, broken.rows], ignore_index=True))
+    p = pipeline()
+    failed = p | "Failed" >> beam.Create(["run-broken"])
+    result = (p | "Batches" >> beam.Create([fleet])
+              | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx, failed_runs=failed))
+    assert_that(result["events"] | beam.Map(lambda e: (e.org_slug, e.rows, e.failed)),
+                equal_to([("acme", 3, False), ("globex", 2, False), ("stray", 0, True)]), label="events")
+    assert_that(result["staged"] | beam.MapTuple(lambda run_id, s: (run_id, s.rows)),
+                equal_to([("run-acme", 3), ("run-globex", 2)]), label="staged")
+    p.run().wait_until_finish()
+    warehouse = LocalWarehouse(seeded.warehouse_dir)
+    assert warehouse.pending("acme_dev", "run-acme") == ["openai_usage_daily_raw"]
+    assert warehouse.pending("broken_dev", "run-broken") == [] and warehouse.pending("stray_dev", "run-stray") == []

@@ -137,6 +137,12 @@ def focus_rows(source: Source, cost_df: pd.DataFrame, list_rate: ListRate, contr
     return _long_rows(source, rows, overrides, list_rate, contracted_rate, run_id, loaded_at), unpriced
 
 
+def unpriced_by_run(source: Source, cost_df: pd.DataFrame) -> dict[str, Unpriced]:
+    """What each run of a many-run batch left out of FOCUS because it could not be priced."""
+    rows = cost_df[(cost_df["pricing_status"].astype(object) != PRICED).to_numpy(dtype=bool)]
+    return {str(run_id): _unpriced(source, group) for run_id, group in rows.groupby("run_id", sort=False)}
+
+
 def _unpriced(source: Source, rows: pd.DataFrame) -> Unpriced:
     token_columns = [c.quantity for c in source.classes if not c.per_request and c.quantity in rows]
     tokens = rows[token_columns].fillna(0).astype("int64").sum(axis=1) if token_columns else pd.Series(0, index=rows.index)

@@ -28,12 +28,25 @@ class OrgPriceLists:
     def __init__(self, defaults: PriceList, provider: str, warehouse, org_dataset):
         self._defaults, self._provider = defaults, provider
         self._warehouse, self._org_dataset = warehouse, org_dataset
-        self._cache: dict[str, PriceList] = {}
+        self._cache: dict[str, list[TokenPrice]] = {}
+        self._merged: dict[tuple[str, ...], PriceList] = {}
+
+    def _overrides(self, org_slug: str) -> list[TokenPrice]:
+        overrides = self._cache.get(org_slug)
+        if overrides is None:
+            overrides = self._cache[org_slug] = org_overrides(self._warehouse, self._org_dataset(org_slug), org_slug,
+                                                              self._provider)
+        return overrides
 
     def for_org(self, org_slug: str) -> PriceList:
-        prices = self._cache.get(org_slug)
-        if prices is None:
-            overrides = org_overrides(self._warehouse, self._org_dataset(org_slug), org_slug, self._provider)
-            prices = self._defaults.with_overrides(overrides) if overrides else self._defaults
-            self._cache[org_slug] = prices
-        return prices
+        return self.for_orgs([org_slug])
+
+    def for_orgs(self, org_slugs: list[str]) -> PriceList:
+        """One list for several orgs: their override rows are keyed by org, so each org sees only its own."""
+        overrides = [p for org in org_slugs for p in self._overrides(org)]
+        if not overrides:
+            return self._defaults
+        key = tuple(org_slugs)
+        if key not in self._merged:
+            self._merged = {key: self._defaults.with_overrides(overrides)}  # the last merge only: batches rarely repeat
+        return self._merged[key]

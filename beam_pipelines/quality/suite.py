@@ -156,5 +156,107 @@ def evaluate(suite: Suite, frame: pd.DataFrame) -> list[Result]:
     return results
 
 
+def evaluate_runs(suite: Suite, frame: pd.DataFrame, run_column: str = "run_id") -> dict[str, list[Result]]:
+    """``evaluate`` for every run of a many-run frame at once: each run's results are exactly what
+    ``evaluate`` gives on that run's rows alone, computed with one grouped pass per expectation
+    (a fleet's orgs have a few dozen rows each; a pass per org would cost a thousand times more)."""
+    runs = frame[run_column].astype(object)
+    run_ids = list(dict.fromkeys(runs))
+    out: dict[str, list[Result]] = {r: [] for r in run_ids}
+    for expectation in suite.expectations:
+        missing = sorted(columns_used(expectation) - set(frame.columns))
+        for run_id in run_ids:
+            if missing:
+                out[run_id].append(Result(expectation, False, {"missing_columns": missing}))
+        if missing:
+            continue
+        observed = GROUPED[expectation.expectation_type](frame, runs, **expectation.kwargs)
+        for run_id in run_ids:
+            success, value = observed[run_id]
+            out[run_id].append(Result(expectation, bool(success), _jsonable(value)))
+    return out
+
+
+def _per_run(flags: pd.Series, runs: pd.Series) -> dict:
+    return flags.astype("int64").groupby(runs.to_numpy(), sort=False).sum().to_dict()
+
+
+def _g_not_null(df, runs, column):
+    nulls = _per_run(df[column].isna(), runs)
+    return {r: (n == 0, {"null_count": int(n)}) for r, n in nulls.items()}
+
+
+def _g_between(df, runs, column, min_value=None, max_value=None):
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = pd.Series(False, index=df.index)
+    if min_value is not None:
+        bad |= values < min_value
+    if max_value is not None:
+        bad |= values > max_value
+    keys = runs.to_numpy()
+    unexpected = _per_run(bad, runs)
+    low, high = values.groupby(keys, sort=False).min(), values.groupby(keys, sort=False).max()
+    return {r: (n == 0, {"unexpected_count": int(n), "min": None if pd.isna(low[r]) else float(low[r]),
+                         "max": None if pd.isna(high[r]) else float(high[r])}) for r, n in unexpected.items()}
+
+
+def _g_compound_unique(df, runs, column_list):
+    keyed = df[column_list].assign(_run=runs.to_numpy())
+    duplicated = _per_run(keyed.duplicated(keep=False), runs)
+    return {r: (n == 0, {"duplicated_rows": int(n)}) for r, n in duplicated.items()}
+
+
+def _g_row_count(df, runs, min_value=None, max_value=None):
+    sizes = runs.groupby(runs.to_numpy(), sort=False).size().to_dict()
+    return {r: _row_count(pd.DataFrame(index=range(n)), min_value, max_value) for r, n in sizes.items()}
+
+
+def _g_not_in_set(df, runs, column, value_set, report_column=None):
+    hits = df[column].isin(value_set)
+    counts = _per_run(hits, runs)
+    out = {}
+    for r, n in counts.items():
+        observed: dict = {"unexpected_count": int(n)}
+        if report_column:
+            listed = df.loc[hits.to_numpy() & (runs == r).to_numpy(), report_column].dropna().unique() if n else []
+            observed[f"unexpected_{report_column}"] = sorted(map(str, listed))[:MAX_LISTED]
+        out[r] = (n == 0, observed)
+    return out
+
+
+def _g_in_set(df, runs, column, value_set):
+    outside = df[column].notna() & ~df[column].isin(value_set)
+    out = {}
+    for r, n in _per_run(outside, runs).items():
+        listed = df.loc[outside.to_numpy() & (runs == r).to_numpy(), column].unique() if n else []
+        out[r] = (n == 0, {"unexpected_count": int(n), "unexpected_values": sorted(map(str, listed))[:MAX_LISTED]})
+    return out
+
+
+def _g_sum_of_columns(df, runs, column, sum_columns, tolerance=1e-6, ignore_null=True):
+    total = _exact(df[column])
+    parts = sum(_exact(df[c]).fillna(0) for c in sum_columns)
+    mask = (total.notna() if ignore_null else pd.Series(True, index=df.index)).to_numpy(dtype=bool)
+    diff = (total - parts)[mask].map(abs)
+    bad = diff > Decimal(str(tolerance)) if diff.dtype == object else diff > tolerance
+    keys = runs.to_numpy()
+    unexpected = bad.astype("int64").groupby(keys[mask], sort=False).sum().to_dict()
+    largest = {r: max(group) for r, group in diff.groupby(keys[mask], sort=False)}
+    return {r: (unexpected.get(r, 0) == 0, {"unexpected_count": int(unexpected.get(r, 0)),
+                                            "max_difference": str(largest[r]) if r in largest else "0"})
+            for r in dict.fromkeys(keys)}
+
+
+GROUPED: dict[str, Callable] = {
+    "expect_column_values_to_not_be_null": _g_not_null,
+    "expect_column_values_to_be_between": _g_between,
+    "expect_compound_columns_to_be_unique": _g_compound_unique,
+    "expect_table_row_count_to_be_between": _g_row_count,
+    "expect_column_values_to_not_be_in_set": _g_not_in_set,
+    "expect_column_values_to_be_in_set": _g_in_set,
+    "expect_column_to_equal_sum_of_columns": _g_sum_of_columns,
+}
+
+
 def _jsonable(value):
     return json.loads(json.dumps(value, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)))

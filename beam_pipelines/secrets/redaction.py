@@ -48,7 +48,11 @@ def _pieces(secret: str) -> set[str]:
 
 
 def remember(secret: str | bytes | None) -> None:
-    """Redact ``secret`` (and its masked forms) from everything this process writes from now on."""
+    """Redact ``secret`` (and its masked forms) from everything this process writes from now on.
+
+    The pattern is rebuilt lazily, at the next redaction: a fleet job decrypts a thousand keys and
+    writes few lines, and rebuilding per key made decryption quadratic in the number of orgs.
+    """
     global _pattern
     if not secret:
         return
@@ -58,12 +62,24 @@ def remember(secret: str | bytes | None) -> None:
         return
     with _lock:
         _secrets.update(new)
-        alternatives = []
-        for value in sorted(_secrets, key=len, reverse=True):
-            alternatives.append(re.escape(value))
-            # a masked echo: a prefix of it, a mask, a suffix of it
-            alternatives.append(re.escape(value[:4]) + r"[^\s\"']{0,24}?[\*•…]{3,}[^\s\"']{0,24}?" + re.escape(value[-3:]))
-        _pattern = re.compile("|".join(alternatives))
+        _pattern = None
+
+
+def _current_pattern() -> re.Pattern | None:
+    global _pattern
+    pattern = _pattern
+    if pattern is None and _secrets:
+        with _lock:
+            if _pattern is None:
+                alternatives = []
+                for value in sorted(_secrets, key=len, reverse=True):
+                    alternatives.append(re.escape(value))
+                    # a masked echo: a prefix of it, a mask, a suffix of it
+                    alternatives.append(re.escape(value[:4]) + r"[^\s\"']{0,24}?[\*•…]{3,}[^\s\"']{0,24}?"
+                                        + re.escape(value[-3:]))
+                _pattern = re.compile("|".join(alternatives))
+            pattern = _pattern
+    return pattern
 
 
 def forget_all() -> None:
@@ -79,7 +95,7 @@ def redact(text: str, *secrets: str | None) -> str:
         remember(secret)
     if not text:
         return text
-    pattern = _pattern
+    pattern = _current_pattern()
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
     return KEY_SHAPES.sub(REDACTED, text)

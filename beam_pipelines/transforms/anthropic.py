@@ -8,6 +8,7 @@ from beam_pipelines.transforms.usage import ExtractUsage, PagedUsageFetcher, Pri
 
 class AnthropicUsageFetcher(PagedUsageFetcher):
     provider = "anthropic"
+    fleet_batches = True
     client_cls = AnthropicUsageClient
     rows_fn = staticmethod(usage_rows)
 

@@ -3,6 +3,10 @@
 - ``WorkItem``: one org's share of a run (org, run id, UTC date range): the ``Create`` input.
 - ``OrgBatch``: a page-sized batch of one org's rows as a DataFrame. Rows move in batches because
   per-element overhead dominates Beam Python.
+- ``RunsBatch``: the rows of many orgs' runs in one frame, from fetch through pricing and FOCUS.
+  A fleet's orgs have a few dozen rows each, and pandas costs per frame, not per row: a thousand
+  one-org frames cost a thousand times the fixed overhead. Split per run before anything groups by
+  run (:mod:`beam_pipelines.transforms.runs`).
 - ``StepEvent``: what a step did for an org (rows, timing, or the error that failed the org);
   the run-log stage folds them into the org's run record and step logs.
 """
@@ -54,6 +58,11 @@ class OrgBatch(NamedTuple):
     org_slug: str
     run_id: str
     rows: pd.DataFrame | pa.Table | StagedRows  # pandas for priced usage, staged Parquet for billing exports
+
+
+class RunsBatch(NamedTuple):
+    runs: tuple[tuple[str, str], ...]  # (org_slug, run_id) of every run with rows in ``rows``
+    rows: pd.DataFrame  # carries org_slug and run_id columns
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,17 @@ thread walks them.
 An org's batches are emitted only once its whole fetch succeeded and every row falls inside the
 requested days, so a failure half-way through, or an answer about another day, leaves nothing
 behind: the org gets one failed :class:`StepEvent` and the other orgs carry on.
+
+A fetcher whose rows are small aggregates (``fleet_batches``: usage pages) has the rows of the
+orgs it finished gathered into :class:`RunsBatch` es of up to ``BATCH_ROWS`` rows, so pricing and
+FOCUS run once per thousands of rows rather than once per org.
 """
 from __future__ import annotations
 
 import collections
 import logging
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from typing import Protocol
@@ -32,7 +37,7 @@ from beam_pipelines.errors import ConvergenceError, ProviderError, one_line_erro
 from beam_pipelines.pipeline import progress
 from beam_pipelines.runs.admission import admit
 from beam_pipelines.secrets.credentials import Credential, open_credential
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, StepEvent, WorkItem
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, StagedRows, StepEvent, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +104,28 @@ def coalesce(parts: list) -> list:
     return out
 
 
+class _RunsGatherer:
+    """Gathers whole orgs' frames into RunsBatches of about ``BATCH_ROWS`` rows (an org is never split)."""
+
+    def __init__(self):
+        self._runs, self._frames, self._rows = [], [], 0
+
+    def add(self, batches: list[OrgBatch]) -> Iterator[RunsBatch]:
+        for batch in batches:
+            if (batch.org_slug, batch.run_id) not in self._runs[-1:]:
+                self._runs.append((batch.org_slug, batch.run_id))
+            self._frames.append(batch.rows)
+            self._rows += len(batch.rows)
+        if self._rows >= BATCH_ROWS:
+            yield from self.flush()
+
+    def flush(self) -> Iterator[RunsBatch]:
+        if self._frames:
+            rows = pd.concat(self._frames, ignore_index=True) if len(self._frames) > 1 else self._frames[0]
+            yield RunsBatch(tuple(self._runs), rows)
+        self._runs, self._frames, self._rows = [], [], 0
+
+
 class FetchOrgs(beam.DoFn):
     def __init__(self, fetcher: OrgFetcher, step_id: str, ps_type: str, ctx, max_concurrency: int):
         self._fetcher = fetcher
@@ -121,6 +148,7 @@ class FetchOrgs(beam.DoFn):
 
     def start_bundle(self):
         self._inflight = collections.deque()
+        self._gatherer = _RunsGatherer() if getattr(self._fetcher, "fleet_batches", False) else None
 
     def process(self, item: WorkItem):
         self._inflight.append(self._pool.submit(self._fetch_one, item))
@@ -128,16 +156,20 @@ class FetchOrgs(beam.DoFn):
             yield from self._outputs(*self._inflight.popleft().result())
 
     def finish_bundle(self):
-        while self._inflight:
-            for output in self._outputs(*self._inflight.popleft().result()):
-                if isinstance(output, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
-                else:
-                    yield WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+        def outputs():
+            while self._inflight:
+                yield from self._outputs(*self._inflight.popleft().result())
+            if self._gatherer is not None:
+                yield from self._gatherer.flush()
 
-    @staticmethod
-    def _outputs(batches: list[OrgBatch], event: StepEvent):
-        yield from batches
+        for output in outputs():
+            if isinstance(output, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
+            else:
+                yield WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+
+    def _outputs(self, batches: list[OrgBatch], event: StepEvent):
+        yield from batches if self._gatherer is None else self._gatherer.add(batches)
         yield beam.pvalue.TaggedOutput(EVENTS, event)
 
     def _fetch_one(self, item: WorkItem) -> tuple[list[OrgBatch], StepEvent]:

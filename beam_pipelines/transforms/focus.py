@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.errors import ValidationFailed, one_line_error
 from beam_pipelines.focus.columns import focus_schema
 from beam_pipelines.focus.gcp import focus_rows_gcp
-from beam_pipelines.focus.llm import focus_rows_anthropic, focus_rows_openai, price_list_rates
+from beam_pipelines.focus.llm import ANTHROPIC, OPENAI, Source, focus_rows, price_list_rates, unpriced_by_run
 from beam_pipelines.focus.validator import validate_focus
 from beam_pipelines.pricing.anthropic_cost import BATCH_TIERS
 from beam_pipelines.pricing.openai_cost import TIER_ALIASES
@@ -43,26 +43,32 @@ def check_focus(rows: pd.DataFrame | pa.Table) -> None:
 
 
 class FocusFromCosts(OrgPricedStep):
-    focus_fn = None
+    source: Source
 
     def work(self, batch: OrgBatch, prices) -> tuple[pd.DataFrame, dict]:
-        rows, unpriced = type(self).focus_fn(batch.rows, *price_list_rates(prices), run_id=batch.run_id,
-                                             loaded_at=self.ctx.loaded_at)
+        rows, unpriced = focus_rows(self.source, batch.rows, *price_list_rates(prices), run_id=batch.run_id,
+                                    loaded_at=self.ctx.loaded_at)
         if self.options.validate_rows and len(rows):
             check_focus(rows)
         return rows, {"unpriced": unpriced} if unpriced else {}
+
+    def work_runs(self, rows: pd.DataFrame, prices) -> tuple[pd.DataFrame, dict[str, dict]]:
+        focus, _ = focus_rows(self.source, rows, *price_list_rates(prices), loaded_at=self.ctx.loaded_at)
+        if self.options.validate_rows and len(focus):
+            check_focus(focus)
+        return focus, {run_id: {"unpriced": unpriced} for run_id, unpriced in unpriced_by_run(self.source, rows).items()}
 
 
 class OpenAIFocus(FocusFromCosts):
     provider = "openai"
     tier_aliases = TIER_ALIASES
-    focus_fn = staticmethod(focus_rows_openai)
+    source = OPENAI
 
 
 class AnthropicFocus(FocusFromCosts):
     provider = "anthropic"
     batch_tiers = BATCH_TIERS
-    focus_fn = staticmethod(focus_rows_anthropic)
+    source = ANTHROPIC
 
 
 CHUNK_ROWS = 100_000  # a whole staged part (the extract writes parts of at most this many rows): repeated row keys are

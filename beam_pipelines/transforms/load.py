@@ -1,7 +1,9 @@
 """``warehouse.load``: stage each org's rows for a table, invisible until the run's commit.
 
 Batches are grouped per run (one org), cast to the table's schema (a row that does not fit fails
-the org, naming the column), and staged through the warehouse chosen for the job. Orgs that failed
+the org, naming the column), and staged through the warehouse chosen for the job. Many orgs' rows
+arriving together (a ``RunsBatch``) hold every row of their runs, so they are staged without the
+grouping: cast once, each run staged from its slice. Orgs that failed
 in an earlier step are skipped (a side input of failed run ids). Replacing the table's days happens
 later, in one commit per org after every step has reported (:mod:`beam_pipelines.transforms.runlog`),
 so a table of an org is never replaced while another step of the same org fails.
@@ -16,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_pipelines.errors import WarehouseError, one_line_error
-from beam_pipelines.transforms.elements import EVENTS, StagedRows
+from beam_pipelines.transforms.elements import EVENTS, RunsBatch, StagedRows
+from beam_pipelines.transforms.runs import split_runs_as_arrow
 from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.warehouse.arrow_schema import to_arrow
 from beam_pipelines.warehouse.base import TableSpec
@@ -64,10 +67,11 @@ class _Stage(beam.DoFn):
 
     def process(self, keyed, failed_runs):
         run_id, batches = keyed
-        if run_id in set(failed_runs):
-            return
-        batches = list(batches)
-        org_slug = batches[0].org_slug
+        if run_id not in set(failed_runs):
+            batches = list(batches)
+            yield from self._stage_run(run_id, batches[0].org_slug, batches)
+
+    def _stage_run(self, run_id: str, org_slug: str, batches: list):
         started = datetime.now(timezone.utc)
         dataset = self._step.ctx.org_dataset(org_slug)
         try:
@@ -92,16 +96,34 @@ class _Stage(beam.DoFn):
             days=[d.isoformat() for d in (staged.days if staged else ())]))
 
 
+class _StageRuns(_Stage):
+    """Stages every run of a RunsBatch straight from it: a run's rows are never spread over two such
+    batches, so they need no grouping (and no pickling per org); the batch is cast once."""
+
+    def process(self, batch: RunsBatch, failed_runs):
+        failed = set(failed_runs)
+        for run in split_runs_as_arrow(batch, self._spec):
+            if run.run_id not in failed:
+                yield from self._stage_run(run.run_id, run.org_slug, [run])
+
+
 class StageTable(StepTransform):
     kind = "load"
 
     def expand(self, batches):
         spec = table_spec(self.ctx.configs_dir, self.options)
-        staged = (
+        failed = beam.pvalue.AsList(self.inputs["failed_runs"])
+        whole = (
             batches
+            | "WholeRuns" >> beam.Filter(lambda b: isinstance(b, RunsBatch))
+            | "StageRuns" >> beam.ParDo(_StageRuns(self, spec), failed).with_outputs(EVENTS, main="main")
+        )
+        grouped = (
+            batches
+            | "RunParts" >> beam.Filter(lambda b: not isinstance(b, RunsBatch))
             | "ByRun" >> beam.Map(lambda b: (b.run_id, b))
             | "GroupRun" >> beam.GroupByKey()
-            | "Stage" >> beam.ParDo(_Stage(self, spec), beam.pvalue.AsList(self.inputs["failed_runs"]))
-            .with_outputs(EVENTS, main="main")
+            | "Stage" >> beam.ParDo(_Stage(self, spec), failed).with_outputs(EVENTS, main="main")
         )
-        return {"events": staged[EVENTS], "staged": staged.main}
+        return {"events": (whole[EVENTS], grouped[EVENTS]) | "Events" >> beam.Flatten(),
+                "staged": (whole.main, grouped.main) | "Staged" >> beam.Flatten()}

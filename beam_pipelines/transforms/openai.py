@@ -8,6 +8,7 @@ from beam_pipelines.transforms.usage import ExtractUsage, PagedUsageFetcher, Pri
 
 class OpenAIUsageFetcher(PagedUsageFetcher):
     provider = "openai"
+    fleet_batches = True
     client_cls = OpenAIUsageClient
     rows_fn = staticmethod(usage_rows)
 

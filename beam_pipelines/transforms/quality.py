@@ -15,8 +15,9 @@ import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
 
-from beam_pipelines.quality.suite import Result, Suite, evaluate, load_suite
-from beam_pipelines.transforms.elements import OrgBatch, StagedRows, StepEvent
+from beam_pipelines.quality.suite import Result, Suite, evaluate, evaluate_runs, load_suite
+from beam_pipelines.transforms.elements import OrgBatch, RunsBatch, StagedRows, StepEvent
+from beam_pipelines.transforms.runs import run_counts
 from beam_pipelines.transforms.step import StepTransform
 
 
@@ -45,6 +46,20 @@ def describe(result: Result) -> str:
     return f"{result.expectation.expectation_type}({target}) observed {json.dumps(result.observed, sort_keys=True)}"
 
 
+def run_event(step: StepTransform, suite: Suite, run_id: str, org_slug: str, results: list[Result], checked: int,
+              started: datetime):
+    """The step's event for one run: every result (for the run log), failed by a critical one."""
+    rows = [{"table_name": step.options.table, "suite_name": suite.name,
+             "expectation_type": r.expectation.expectation_type, "kwargs": r.expectation.kwargs,
+             "success": r.success, "observed_value": r.observed, "severity": r.expectation.severity}
+            for r in results]
+    critical = [r for r in results if not r.success and r.expectation.severity == "critical"]
+    warnings = [describe(r) for r in results if not r.success and r.expectation.severity == "warning"]
+    error = f"data quality: {describe(critical[0])}" if critical else None
+    return step.event(run_id, org_slug, rows=checked, error=error, started_at=started, dq_warnings=warnings,
+                      dq_results=rows)
+
+
 class _Validate(beam.DoFn):
     def __init__(self, step: StepTransform, suite: Suite):
         self._step = step
@@ -59,15 +74,19 @@ class _Validate(beam.DoFn):
             checked += len(frame)
             del frame
         results = combine(per_frame or [evaluate(self._suite, pd.DataFrame())])
-        rows = [{"table_name": self._step.options.table, "suite_name": self._suite.name,
-                 "expectation_type": r.expectation.expectation_type, "kwargs": r.expectation.kwargs,
-                 "success": r.success, "observed_value": r.observed, "severity": r.expectation.severity}
-                for r in results]
-        critical = [r for r in results if not r.success and r.expectation.severity == "critical"]
-        warnings = [describe(r) for r in results if not r.success and r.expectation.severity == "warning"]
-        error = f"data quality: {describe(critical[0])}" if critical else None
-        yield self._step.event(run_id, org_slug, rows=checked, error=error, started_at=started,
-                               dq_warnings=warnings, dq_results=rows)
+        yield run_event(self._step, self._suite, run_id, org_slug, results, checked, started)
+
+
+class _ValidateRuns(_Validate):
+    """Every run of a RunsBatch checked in one grouped pass (a run's rows never span two such batches)."""
+
+    def process(self, batch: RunsBatch):
+        started = datetime.now(timezone.utc)
+        results = evaluate_runs(self._suite, batch.rows)
+        counts = run_counts(batch.rows)
+        for org_slug, run_id in batch.runs:
+            if run_id in results:
+                yield run_event(self._step, self._suite, run_id, org_slug, results[run_id], counts[run_id], started)
 
 
 class ValidateRows(StepTransform):
@@ -75,11 +94,17 @@ class ValidateRows(StepTransform):
 
     def expand(self, batches):
         suite = load_suite(self.ctx.configs_dir / self.options.suite, self.options.suite)
-        events = (
+        whole = (
             batches
+            | "WholeRuns" >> beam.Filter(lambda b: isinstance(b, RunsBatch))
+            | "CheckRuns" >> beam.ParDo(_ValidateRuns(self, suite)).with_output_types(StepEvent)
+        )
+        grouped = (
+            batches
+            | "RunParts" >> beam.Filter(lambda b: not isinstance(b, RunsBatch))
             | "ByRun" >> beam.Map(lambda b: ((b.org_slug, b.run_id), OrgBatch(b.org_slug, b.run_id, b.rows)))
             | "GroupRun" >> beam.GroupByKey()
             | "Check" >> beam.ParDo(_Validate(self, suite)).with_output_types(StepEvent)
         )
-        return {"main": batches, "events": events}
+        return {"main": batches, "events": (whole, grouped) | "Events" >> beam.Flatten()}
 

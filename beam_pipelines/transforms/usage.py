@@ -16,8 +16,9 @@ from beam_pipelines.pricing.overrides import OrgPriceLists
 from beam_pipelines.pricing.price_list import load_price_list
 from beam_pipelines.providers.http import ProviderClient, RetryPolicy
 from beam_pipelines.secrets.credentials import Credential
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, WorkItem
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
+from beam_pipelines.transforms.runs import run_counts, split_runs
 from beam_pipelines.transforms.step import StepTransform
 
 
@@ -27,6 +28,7 @@ class PagedUsageFetcher:
     provider = ""
     client_cls: type[ProviderClient]
     rows_fn: Callable
+    fleet_batches = False  # usage rows of many orgs travel together (RunsBatch) through pricing and FOCUS
 
     def __init__(self, base_url: str, options, loaded_at: datetime):
         self.base_url = base_url
@@ -60,8 +62,13 @@ class ExtractUsage(StepTransform):
 
 
 class _OrgPricedBatches(beam.DoFn):
-    """Runs the step's ``work(batch, prices)`` on each org batch with that org's price list: the
-    default list (a side input) plus the org's own rows, read once per org and worker."""
+    """Runs the step's ``work(batch, prices)`` on each batch with its orgs' price list: the default
+    list (a side input) plus each org's own rows, read once per org and worker (override rows are
+    keyed by org, so orgs priced together never see each other's prices).
+
+    A :class:`RunsBatch` is worked as one frame and reported per run; if the batch raises, each run
+    is worked alone, so an exception fails only the org whose rows caused it.
+    """
 
     def __init__(self, step: StepTransform, provider: str):
         self._step = step
@@ -71,10 +78,31 @@ class _OrgPricedBatches(beam.DoFn):
         self._warehouse = self._step.ctx.warehouse.open()
         self._lists = None
 
-    def process(self, batch: OrgBatch, defaults):
-        started = datetime.now(timezone.utc)
+    def process(self, batch: OrgBatch | RunsBatch, defaults):
         if self._lists is None:
             self._lists = OrgPriceLists(defaults, self._provider, self._warehouse, self._step.ctx.org_dataset)
+        if isinstance(batch, RunsBatch):
+            yield from self._runs(batch)
+        else:
+            yield from self._one(batch)
+
+    def _runs(self, batch: RunsBatch):
+        started = datetime.now(timezone.utc)
+        try:
+            rows, details = self._step.work_runs(batch.rows, self._lists.for_orgs(sorted({o for o, _ in batch.runs})))
+        except Exception:
+            for single in split_runs(batch):
+                yield from self._one(single)
+            return
+        if len(rows):
+            yield RunsBatch(batch.runs, rows)
+        counts = run_counts(rows)
+        for org_slug, run_id in batch.runs:
+            yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(run_id, org_slug, rows=counts.get(run_id, 0),
+                                                                    started_at=started, **details.get(run_id, {})))
+
+    def _one(self, batch: OrgBatch):
+        started = datetime.now(timezone.utc)
         try:
             rows, detail = self._step.work(batch, self._lists.for_org(batch.org_slug))
         except Exception as exc:
@@ -99,6 +127,10 @@ class OrgPricedStep(StepTransform):
     def work(self, batch: OrgBatch, prices) -> tuple[pd.DataFrame, dict]:
         raise NotImplementedError
 
+    def work_runs(self, rows: pd.DataFrame, prices) -> tuple[pd.DataFrame, dict[str, dict]]:
+        """``work`` on many runs' rows at once: the rows, and each run's event detail by run id."""
+        raise NotImplementedError
+
     def expand(self, batches):
         prices = load_price_list(self.ctx.configs_dir / self.options.pricing_file, self.options.pricing_file,
                                  self.batch_tiers, self.tier_aliases)
@@ -115,6 +147,18 @@ class PriceTokenUsage(OrgPricedStep):
     price_fn: Callable
 
     def work(self, batch: OrgBatch, prices) -> tuple[pd.DataFrame, dict]:
-        cost = type(self).price_fn(batch.rows, prices, self.ctx.loaded_at)
-        unpriced = sorted(set(cost.loc[cost["pricing_status"] != "PRICED", "model"].dropna()))
-        return cost, {"unpriced_models": unpriced, "cost_usd": sum(v for v in cost["total_cost_usd"] if v is not None)}
+        cost, details = self.work_runs(batch.rows, prices)
+        return cost, details.get(batch.run_id, {"unpriced_models": [], "cost_usd": 0})
+
+    def work_runs(self, rows: pd.DataFrame, prices) -> tuple[pd.DataFrame, dict[str, dict]]:
+        cost = type(self).price_fn(rows, prices, self.ctx.loaded_at)
+        run_ids = cost["run_id"].astype(object).to_numpy()
+        unpriced = (cost["pricing_status"] != "PRICED").to_numpy() & cost["model"].notna().to_numpy()
+        totals: dict[str, object] = {}
+        for run_id, total in zip(run_ids, cost["total_cost_usd"].to_numpy()):
+            totals[run_id] = totals.get(run_id, 0) + (total if total is not None else 0)
+        models: dict[str, set] = {}
+        for run_id, model in zip(run_ids[unpriced], cost["model"].astype(object).to_numpy()[unpriced]):
+            models.setdefault(run_id, set()).add(model)
+        return cost, {run_id: {"unpriced_models": sorted(models.get(run_id, ())), "cost_usd": total}
+                      for run_id, total in totals.items()}

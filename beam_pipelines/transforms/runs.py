@@ -1,0 +1,77 @@
+"""Splitting a :class:`RunsBatch` back into one batch per run, where the graph groups by run.
+
+Loads and data-quality checks work per org (each org is committed, or failed, alone), so a batch
+of many orgs' rows is split just before their ``GroupByKey``. For a load the whole batch is cast to
+the table's Arrow schema once and then sliced per run; if the cast fails, each run is cast alone, so
+the error lands on the org whose rows do not fit, not its batch. Arrow slices share the batch's
+buffers and pickle them whole: split Arrow batches only where the slices are consumed in place.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from beam_pipelines.transforms.elements import OrgBatch, RunsBatch
+from beam_pipelines.warehouse.arrow_schema import to_arrow
+from beam_pipelines.warehouse.base import TableSpec
+
+log = logging.getLogger(__name__)
+
+
+def _slices(run_ids: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """(run id, row positions) of each run, rows of a run in their original order."""
+    order = np.argsort(run_ids, kind="stable")
+    ordered = run_ids[order]
+    starts = np.concatenate(([0], np.flatnonzero(ordered[1:] != ordered[:-1]) + 1)) if len(ordered) else []
+    ends = list(starts[1:]) + [len(ordered)]
+    for start, end in zip(starts, ends):
+        yield ordered[start], order[start:end]
+
+
+def _run_column(names) -> str:
+    """FOCUS rows name their run ``x_RunId``; every other table ``run_id``."""
+    return "x_RunId" if "x_RunId" in names else "run_id"
+
+
+def run_counts(rows: pd.DataFrame | pa.Table) -> dict[str, int]:
+    """Rows per run id."""
+    if not len(rows):
+        return {}
+    column = _run_column(rows.column_names if isinstance(rows, pa.Table) else rows.columns)
+    run_ids = rows.column(column).to_pandas() if isinstance(rows, pa.Table) else rows[column]
+    return {str(k): int(v) for k, v in run_ids.astype(object).value_counts(sort=False).items()}
+
+
+def split_runs(batch: OrgBatch | RunsBatch) -> Iterator[OrgBatch]:
+    """One OrgBatch per run of the batch (an OrgBatch passes through)."""
+    if isinstance(batch, OrgBatch):
+        yield batch
+        return
+    orgs = {run_id: org for org, run_id in batch.runs}
+    rows = batch.rows
+    if isinstance(rows, pa.Table):  # one take, then zero-copy slices
+        run_ids = rows.column(_run_column(rows.column_names)).to_numpy(zero_copy_only=False).astype(object)
+        slices = list(_slices(run_ids))
+        ordered = rows.take(pa.array(np.concatenate([p for _, p in slices]))) if slices else rows
+        offset = 0
+        for run_id, positions in slices:
+            yield OrgBatch(orgs[run_id], run_id, ordered.slice(offset, len(positions)))
+            offset += len(positions)
+        return
+    run_ids = rows[_run_column(rows.columns)].astype(object).to_numpy()
+    for run_id, positions in _slices(run_ids):
+        yield OrgBatch(orgs[run_id], run_id, rows.iloc[positions].reset_index(drop=True))
+
+
+def split_runs_as_arrow(batch: OrgBatch | RunsBatch, spec: TableSpec) -> Iterator[OrgBatch]:
+    """Per-run batches already in the table's Arrow schema, cast once per batch."""
+    if isinstance(batch, RunsBatch) and isinstance(batch.rows, pd.DataFrame) and len(batch.rows):
+        try:
+            batch = RunsBatch(batch.runs, to_arrow(batch.rows, spec.schema, spec.table))
+        except Exception as exc:  # some run's rows do not fit: each run is cast alone by its load, and fails alone
+            log.debug("%s: batch cast failed (%s); casting per run", spec.table, type(exc).__name__)
+    yield from split_runs(batch)
