@@ -43,6 +43,7 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     backend = backend or make_backend(settings)
     pipelines = discover_pipelines(settings.core.configs_dir)
     service = LaunchService(settings, backend, pipelines, MetastoreSpec.from_settings(settings.core).open())
+    calls = ServiceCalls(service.metastore, backend)
     verify_oidc = oidc_verifier or google_oidc_verifier()
     def address(request: Request) -> str:
         return client_address(request, settings.forwarded_trusted_hops)
@@ -50,12 +51,13 @@ def create_app(settings: LauncherSettings, backend=None, oidc_verifier=None) -> 
     per_ip = FixedWindows(settings.rate_limit_per_ip)
     per_key = FixedWindows(settings.rate_limit_per_key)
     guard = FailedAuthLimiter(settings.auth_failures_per_ip)
-    calls = ServiceCalls(service.metastore, backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         backend.start()
+        calls.start()
         yield
+        calls.stop()
         backend.stop()
 
     app = FastAPI(title="Convergence launcher", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -190,3 +190,28 @@ def test_a_cancelled_subscription_or_a_revoked_key_counts_from_the_next_request(
         assert post(2).status_code == 202
         seed_org(settings, "acme")  # rotates the key: the old one is revoked
         assert post(3).status_code == 401
+
+
+def test_wal_checkpoints_run_in_a_background_thread_until_close(store, settings):
+    """The launcher's commits never copy the WAL into the database file; a daemon thread does, until close."""
+    import time as clock
+
+    def checkpointers():
+        return [t for t in threading.enumerate() if t.name == "sqlite-checkpoint"]
+
+    before = len(checkpointers())
+    size = settings.metastore_path.stat().st_size
+    store.checkpoint_in_background(every_seconds=0.01)
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    for i in range(50):
+        assert _reserve(store, _run(YESTERDAY - timedelta(days=i))).outcome == "created"
+    deadline = clock.monotonic() + 30
+    while settings.metastore_path.stat().st_size == size and clock.monotonic() < deadline:
+        clock.sleep(0.01)
+    assert settings.metastore_path.stat().st_size > size, "nothing copied the WAL into the database"
+    assert len(checkpointers()) == before + 1
+    store.close()
+    deadline = clock.monotonic() + 30
+    while len(checkpointers()) > before and clock.monotonic() < deadline:
+        clock.sleep(0.01)
+    assert len(checkpointers()) == before

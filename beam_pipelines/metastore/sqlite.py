@@ -106,6 +106,7 @@ class SQLiteMetastore(Metastore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._local = threading.local()
+        self._checkpointer: threading.Event | None = None
         system = load_system(Path(configs_dir))
         self._decode = {name: _decoder(schema) for name, schema in system.schemas.items()}
         self._json_columns = {name: {f.name for f in schema.fields if f.type == "JSON" or f.mode == "REPEATED"}
@@ -126,6 +127,8 @@ class SQLiteMetastore(Metastore):
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous=NORMAL")
+            if self._checkpointer is not None:
+                conn.execute("PRAGMA wal_autocheckpoint=0")
             self._local.conn = conn
         return conn
 
@@ -189,7 +192,37 @@ class SQLiteMetastore(Metastore):
         rows = self._all(table, sql, params)
         return rows[0] if rows else None
 
+    def checkpoint_in_background(self, every_seconds: float = 0.5) -> None:
+        """Copy the WAL into the database from a daemon thread, never inside this process's commits.
+
+        By default the commit that takes the WAL past 1000 pages also checkpoints it: copies those
+        pages and syncs the file, 5-15 ms here, inside whichever request made that commit. When the
+        store is called on an event loop (the launcher), that stalls every request in flight. A
+        PASSIVE checkpoint neither waits for nor blocks readers and writers. Other processes keep
+        their own automatic checkpoints. Stops with :meth:`close`.
+        """
+        if self._checkpointer is not None:
+            return
+        self._checkpointer = stop = threading.Event()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+
+        def run():
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            while not stop.wait(every_seconds):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:  # the next round tries again
+                    pass
+            conn.close()
+
+        threading.Thread(target=run, name="sqlite-checkpoint", daemon=True).start()
+
     def close(self) -> None:
+        stop, self._checkpointer = self._checkpointer, None
+        if stop is not None:
+            stop.set()
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
