@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from beam_pipelines.metastore.base import lease_until
-
 import uvicorn
 
+from beam_pipelines.metastore.base import lease_until
 from beam_pipelines.settings import load_settings
 from launcher.app import create_app
 from launcher.settings import LauncherSettings

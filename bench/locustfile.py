@@ -13,6 +13,7 @@ ORG_KEYS = json.loads(os.environ.get("BENCH_ORG_KEYS", "{}"))
 _combos = itertools.count()
 _orgs = sorted(ORG_KEYS)
 _pipelines = ("openai/cost/usage_cost", "anthropic/cost/usage_cost")
+DAYS = 2000  # every request a new (org, pipeline, day): 48 x 2 x 2000 runs before one repeats (and gets 409)
 
 
 def next_combo():
@@ -20,7 +21,7 @@ def next_combo():
     org = _orgs[n % len(_orgs)]
     rest = n // len(_orgs)
     pipeline = _pipelines[rest % 2]
-    day = date.today() - timedelta(days=1 + (rest // 2) % 90)
+    day = date.today() - timedelta(days=1 + (rest // 2) % DAYS)
     return org, pipeline, day
 
 
