@@ -16,10 +16,12 @@ from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from beam_pipelines.errors import ConvergenceError, ProviderError
 
+READ_BUFFER = 1 << 20  # bytes read from the file at a time (column chunks are streamed, not pre-buffered)
 EXPORT_TABLE = re.compile(
     r"^(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])\.(?P<dataset>[A-Za-z0-9_]{1,1024})"
     r"\.(?P<table>gcp_billing_export(_resource)?_v1_[A-Za-z0-9_]{1,200})$"
@@ -32,26 +34,61 @@ def _bounds(start: date, end_inclusive: date) -> tuple[datetime, datetime]:
 
 
 class LocalExportSource:
-    """A Parquet file or folder in the standard export schema (the embedded twin)."""
+    """A Parquet file or folder in the standard export schema (the embedded twin).
+
+    Read file by file and row group by row group (``ParquetFile.iter_batches``), skipping row groups
+    whose ``usage_start_time`` statistics lie outside the days: memory holds one batch and one row
+    group's pages, never the scanner's read-ahead of several row groups and files (a dataset scan
+    with default read-ahead held ~0.6 GB of a 2M-row day).
+    """
 
     def __init__(self, path: str):
         self.path = Path(path)
 
-    def batches(self, start: date, end_inclusive: date, page_rows: int) -> Iterator[pa.Table]:
+    def files(self) -> list[str]:
         if not self.path.exists():
             raise ProviderError("gcp", f"billing export {self.path.name} not found")
+        if self.path.is_dir():  # as a dataset would list them: hidden and underscore files are not data
+            return sorted(str(p) for p in self.path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+        return [str(self.path)]
+
+    def batches(self, start: date, end_inclusive: date, page_rows: int) -> Iterator[pa.Table]:
         low, high = _bounds(start, end_inclusive)
-        try:
-            dataset = ds.dataset(self.path, format="parquet")
-            if "usage_start_time" not in dataset.schema.names:
-                raise ProviderError("gcp", f"billing export {self.path.name} lacks usage_start_time")
-            column = ds.field("usage_start_time")
-            for batch in dataset.to_batches(filter=(column >= low) & (column < high), batch_size=page_rows,
-                                            batch_readahead=1, fragment_readahead=1):
-                if batch.num_rows:
-                    yield pa.Table.from_batches([batch])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
-            raise ProviderError("gcp", f"malformed billing export {self.path.name}: {str(exc).splitlines()[0]}") from None
+        for name in self.files():
+            try:
+                yield from self._file_batches(name, low, high, page_rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+                raise ProviderError("gcp", f"malformed billing export {self.path.name}: {str(exc).splitlines()[0]}") from None
+
+    def _file_batches(self, name: str, low: datetime, high: datetime, page_rows: int) -> Iterator[pa.Table]:
+        parquet = pq.ParquetFile(name, pre_buffer=False, buffer_size=READ_BUFFER)
+        if "usage_start_time" not in parquet.schema_arrow.names:
+            raise ProviderError("gcp", f"billing export {self.path.name} lacks usage_start_time")
+        groups = [i for i in range(parquet.num_row_groups) if _may_hold(parquet.metadata.row_group(i), low, high)]
+        if not groups:
+            return
+        for batch in parquet.iter_batches(batch_size=page_rows, row_groups=groups):
+            column = batch.column("usage_start_time")
+            if column.type.tz is None:
+                column = pc.assume_timezone(column, "UTC")
+            inside = pc.and_(pc.greater_equal(column, pa.scalar(low, column.type)), pc.less(column, pa.scalar(high, column.type)))
+            rows = batch.filter(inside)
+            if rows.num_rows:
+                yield pa.Table.from_batches([rows])
+
+
+def _may_hold(group, low: datetime, high: datetime) -> bool:
+    """Whether a row group's ``usage_start_time`` statistics overlap [low, high) (unknown: it may)."""
+    for i in range(group.num_columns):
+        column = group.column(i)
+        if column.path_in_schema != "usage_start_time":
+            continue
+        stats = column.statistics
+        if stats is None or not stats.has_min_max:
+            return True
+        least, most = (v if v.tzinfo else v.replace(tzinfo=timezone.utc) for v in (stats.min, stats.max))
+        return least < high and most >= low
+    return True
 
 
 class BigQueryExportSource:

@@ -1,4 +1,11 @@
-"""``gcp.bq_etl``: read the org's billing export for the run's days and flatten it, batch by batch."""
+"""``gcp.bq_etl``: read the org's billing export for the run's days and flatten it, batch by batch.
+
+Memory holds a few bounded batches whatever the size of the day: the export is read in batches of
+at most ``READ_ROWS`` rows, each flattened in DuckDB and appended to the staged part of its day
+(:class:`beam_pipelines.staging.DayParts`, at most ``page_rows`` rows a part). Reading, flattening
+and writing overlap: the export is read one batch ahead in a thread and parts are written in
+another (Arrow and DuckDB release the GIL), each hand-over a queue of one batch.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -6,25 +13,23 @@ from datetime import datetime
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.gcp.config import load_bq_etl_config
 from beam_pipelines.gcp.flatten import Flattener
+from beam_pipelines.gcp.overlap import READ_ROWS, Writer, ahead
 from beam_pipelines.gcp.sources import export_source
 from beam_pipelines.secrets.credentials import Credential
-from beam_pipelines.staging import remove_run, run_folder
+from beam_pipelines.staging import DayParts, remove_run, run_folder
 from beam_pipelines.transforms.elements import EVENTS, StagedRows, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.transforms.step import StepTransform
 
 
 class GcpBillingFetcher:
-    """Reads the export batch by batch, flattens each, and stages it as Parquet per day.
+    """Reads the export batch by batch, flattens each, and stages it as Parquet parts per day.
 
-    Memory holds one batch at a time whatever the size of the day; the graph carries only
-    :class:`StagedRows` references. If any batch fails, the org's staged files are removed.
+    The graph carries only :class:`StagedRows` references. If any batch fails, the org's staged
+    files are removed.
     """
 
     provider = "gcp"
@@ -41,25 +46,20 @@ class GcpBillingFetcher:
     def batches(self, item: WorkItem, credential: Credential) -> Iterator[pa.Table]:
         source = export_source(credential, self.api_endpoint, self.job_project, self.etl.export_table)
         flatten = Flattener(self.etl.flatten)
-        for batch in source.batches(item.start_date, item.end_date, self.options.page_rows):
+        for batch in ahead(source.batches(item.start_date, item.end_date, min(self.options.page_rows, READ_ROWS))):
             yield flatten(batch, item.org_slug, item.run_id, self.loaded_at)
 
     def fetch(self, item: WorkItem, credential: Credential) -> list[StagedRows]:
-        folder = run_folder(self.staging_root, item.run_id)
-        staged = []
+        parts = DayParts(run_folder(self.staging_root, item.run_id), self.options.page_rows)
         try:
-            for number, table in enumerate(self.batches(item, credential)):
-                column = table.column("usage_date")
-                for day in pc.unique(column).to_pylist():
-                    part = table.filter(pc.equal(column, day))
-                    path = FileSystems.join(folder, day.isoformat(), f"part-{number:06d}.parquet")
-                    with FileSystems.create(path) as fh:  # local folders are created as needed
-                        pq.write_table(part, fh)
-                    staged.append(StagedRows(path, day, part.num_rows))
+            with Writer(parts.write) as write:
+                for table in self.batches(item, credential):
+                    write(table)
+            return parts.close()
         except BaseException:
+            parts.abort()
             remove_run(self.staging_root, item.run_id)
             raise
-        return staged
 
 
 class ExtractGcpBilling(StepTransform):

@@ -1,0 +1,135 @@
+"""The billing extract streams: bounded read batches, bounded staged parts, reading and writing overlapped."""
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipelines.errors import ProviderError
+from beam_pipelines.gcp.config import load_bq_etl_config
+from beam_pipelines.gcp.generator import generate_export
+from beam_pipelines.gcp.overlap import Writer, ahead
+from beam_pipelines.gcp.sources import LocalExportSource
+from beam_pipelines.settings import REPO_CONFIGS
+from beam_pipelines.staging import DayParts
+from beam_pipelines.transforms.elements import WorkItem
+from beam_pipelines.transforms.gcp import GcpBillingFetcher
+
+ETL = load_bq_etl_config(REPO_CONFIGS / "gcp/bq_etl/config.yml", "gcp/bq_etl/config.yml")
+NOW = datetime(2026, 3, 5, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory) -> str:
+    """Four days, one row group of 500 rows per day."""
+    path = tmp_path_factory.mktemp("export") / "export.parquet"
+    pq.write_table(generate_export("acme", date(2026, 3, 4), 4, 500), path, row_group_size=500)
+    return str(path)
+
+
+def test_the_local_source_reads_only_the_days_in_bounded_batches(export):
+    batches = list(LocalExportSource(export).batches(date(2026, 3, 2), date(2026, 3, 3), 120))
+    assert all(0 < b.num_rows <= 120 for b in batches)
+    days = {d for b in batches for d in pc.cast(b.column("usage_start_time"), pa.date32()).to_pylist()}
+    assert days == {date(2026, 3, 2), date(2026, 3, 3)} and sum(b.num_rows for b in batches) == 1000
+
+
+def test_a_folder_is_read_file_by_file_and_a_file_without_usage_start_time_is_an_error(tmp_path, export):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    table = pq.read_table(export)
+    pq.write_table(table.slice(0, 1000), folder / "a.parquet")
+    pq.write_table(table.slice(1000), folder / "b.parquet")
+    pq.write_table(table.slice(0, 10), folder / "_ignored.parquet")
+    rows = sum(b.num_rows for b in LocalExportSource(str(folder)).batches(date(2026, 3, 1), date(2026, 3, 4), 300))
+    assert rows == 2000
+    pq.write_table(table.drop_columns(["usage_start_time"]), folder / "c.parquet")
+    with pytest.raises(ProviderError, match="lacks usage_start_time"):
+        list(LocalExportSource(str(folder)).batches(date(2026, 3, 1), date(2026, 3, 4), 300))
+
+
+def test_day_parts_are_bounded_and_hold_every_row_once_in_order(tmp_path):
+    rows = pa.table({"usage_date": [date(2026, 3, 1 + i % 2) for i in range(25)], "n": list(range(25))})
+    parts = DayParts(str(tmp_path / "run"), part_rows=4)
+    for start in range(0, 25, 7):
+        parts.write(rows.slice(start, 7))
+    staged = parts.close()
+    assert all(0 < p.num_rows <= 4 for p in staged)
+    for day in (date(2026, 3, 1), date(2026, 3, 2)):
+        read = [n for p in staged if p.day == day for n in p.read().column("n").to_pylist()]
+        assert read == [n for n, d in zip(rows["n"].to_pylist(), rows["usage_date"].to_pylist()) if d == day]
+    assert sum(p.num_rows for p in staged) == 25
+
+
+def test_the_fetcher_stages_bounded_parts_of_the_flattened_days(tmp_path, export):
+    fetcher = GcpBillingFetcher(SimpleNamespace(page_rows=150), ETL, NOW, str(tmp_path / "staging"))
+    credential = SimpleNamespace(metadata={"billing_export_path": export})
+    staged = fetcher.fetch(WorkItem("acme", "run-1", date(2026, 3, 2), date(2026, 3, 4)), credential)
+    assert all(0 < p.num_rows <= 150 for p in staged)
+    assert {p.day for p in staged} == {date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)}
+    flat = pa.concat_tables(p.read() for p in staged)
+    assert flat.num_rows == 1500 and set(flat.column("org_slug").to_pylist()) == {"acme"}
+    assert pc.count_distinct(flat.column("row_key")).as_py() == 1500
+
+
+def test_a_failing_batch_removes_what_the_org_staged(tmp_path, export, monkeypatch):
+    fetcher = GcpBillingFetcher(SimpleNamespace(page_rows=100), ETL, NOW, str(tmp_path / "staging"))
+    calls = []
+
+    def fail_on_third(self, table):
+        calls.append(table.num_rows)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return original(self, table)
+
+    original = DayParts.write
+    monkeypatch.setattr(DayParts, "write", fail_on_third)
+    with pytest.raises(OSError, match="disk full"):
+        fetcher.fetch(WorkItem("acme", "run-2", date(2026, 3, 1), date(2026, 3, 4)),
+                      SimpleNamespace(metadata={"billing_export_path": export}))
+    assert not (tmp_path / "staging" / "run-2").exists()
+
+
+def test_ahead_keeps_order_raises_the_producers_error_and_closes_it_when_the_consumer_stops():
+    assert list(ahead(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ProviderError("gcp", "page 2 failed")
+
+    with pytest.raises(ProviderError, match="page 2 failed"):
+        list(ahead(broken()))
+    closed = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    for n in ahead(endless()):
+        if n == 3:
+            break
+    assert closed == [True]
+
+
+def test_the_writer_writes_in_order_and_raises_its_error_in_the_caller():
+    written = []
+    with Writer(written.append) as put:
+        for n in range(20):
+            put(n)
+    assert written == list(range(20))
+
+    def fail(item):
+        raise OSError(f"cannot write {item}")
+
+    with pytest.raises(OSError, match="cannot write 0"), Writer(fail) as put:
+        for n in range(10):
+            put(n)
