@@ -14,22 +14,36 @@ from datetime import datetime, timezone
 import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.quality.suite import Result, Suite, evaluate, evaluate_runs, load_suite
+from beam_pipelines.quality.arrow import evaluate_table
+from beam_pipelines.quality.suite import Result, Suite, columns_used, evaluate, evaluate_runs, load_suite
 from beam_pipelines.transforms.elements import OrgBatch, RunsBatch, StagedRows, StepEvent
 from beam_pipelines.transforms.runs import run_counts
 from beam_pipelines.transforms.step import StepTransform
 
 
-def _frames(rows: list) -> Iterator[pd.DataFrame]:
+def _frames(rows: list, columns: set[str]) -> Iterator[pd.DataFrame | pa.Table]:
     """One frame of the in-memory batches; staged (larger-than-memory) batches one part at a time, each
-    read only when its turn comes, so a billing day is never held whole."""
+    read only when its turn comes and only the ``columns`` the suite reads, and checked in Arrow
+    (:mod:`beam_pipelines.quality.arrow`): a billing day is never held whole, nor made of Python objects."""
     in_memory = [r.to_pandas() if isinstance(r, pa.Table) else r for r in rows if not isinstance(r, StagedRows)]
     if in_memory:
         yield pd.concat(in_memory, ignore_index=True)
     for part in rows:
         if isinstance(part, StagedRows):
-            yield part.read().to_pandas()
+            yield _read_columns(part, columns)
+
+
+def _read_columns(part: StagedRows, columns: set[str]) -> pa.Table:
+    with FileSystems.open(part.path) as fh:
+        parquet = pq.ParquetFile(fh)
+        return parquet.read(columns=[c for c in parquet.schema_arrow.names if c in columns])
+
+
+def _evaluate(suite: Suite, frame: pd.DataFrame | pa.Table) -> list[Result]:
+    return evaluate_table(suite, frame) if isinstance(frame, pa.Table) else evaluate(suite, frame)
 
 
 def combine(per_frame: list[list[Result]]) -> list[Result]:
@@ -64,13 +78,14 @@ class _Validate(beam.DoFn):
     def __init__(self, step: StepTransform, suite: Suite):
         self._step = step
         self._suite = suite
+        self._columns = set().union(*(columns_used(e) for e in suite.expectations))
 
     def process(self, keyed):
         (org_slug, run_id), batches = keyed
         started = datetime.now(timezone.utc)
         per_frame, checked = [], 0
-        for frame in _frames([b.rows for b in batches]):
-            per_frame.append(evaluate(self._suite, frame))
+        for frame in _frames([b.rows for b in batches], self._columns):
+            per_frame.append(_evaluate(self._suite, frame))
             checked += len(frame)
             del frame
         results = combine(per_frame or [evaluate(self._suite, pd.DataFrame())])
