@@ -11,7 +11,7 @@ import pytest
 
 from beam_pipelines.errors import ProviderError
 from beam_pipelines.gcp.config import load_bq_etl_config
-from beam_pipelines.gcp.generator import generate_export
+from beam_pipelines.gcp.generator import generate_export, write_export
 from beam_pipelines.gcp.overlap import Writer, ahead
 from beam_pipelines.gcp.sources import LocalExportSource
 from beam_pipelines.settings import REPO_CONFIGS
@@ -133,3 +133,14 @@ def test_the_writer_writes_in_order_and_raises_its_error_in_the_caller():
     with pytest.raises(OSError, match="cannot write 0"), Writer(fail) as put:
         for n in range(10):
             put(n)
+
+
+def test_write_export_generates_a_day_in_chunks(tmp_path):
+    path = tmp_path / "export.parquet"
+    assert write_export(path, "acme", date(2026, 3, 2), 2, 2500, chunk_rows=1000, row_group_size=600) == 5000
+    table = pq.read_table(path)
+    days = pc.cast(table.column("usage_start_time"), pa.date32())
+    assert table.num_rows == 5000 and sorted(set(days.to_pylist())) == [date(2026, 3, 1), date(2026, 3, 2)]
+    assert table.slice(0, 1000).equals(generate_export("acme", date(2026, 3, 1), 1, 1000))  # the first chunk of a day
+    assert not table.slice(1000, 1000).equals(table.slice(0, 1000))  # later chunks have their own seed
+    assert pq.ParquetFile(path).metadata.row_group(0).num_rows == 600

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 SERVICES = [  # (id, description, [(sku id, sku description, unit, pricing unit, unit price)])
     ("6F81-5844-456A", "Compute Engine", [("CP-E2-STD", "E2 Instance Core running in Americas", "seconds", "hour", 0.0218),
@@ -65,7 +67,7 @@ def _struct(**fields) -> pa.StructArray:
     return pa.StructArray.from_arrays(list(fields.values()), names=list(fields))
 
 
-def generate_day(org: str, day: date, rows: int, seed: int = 0) -> pa.Table:
+def generate_day(org: str, day: date, rows: int, seed: int | str = 0) -> pa.Table:
     rng = np.random.default_rng(_seed(org, day.isoformat(), seed))
     n = rows
     accounts = np.array([f"01{_seed(org, 'usd') % 10**4:04X}-A1B2C3-D4E5F6", f"02{_seed(org, 'eur') % 10**4:04X}-F6E5D4-C3B2A1"],
@@ -173,3 +175,31 @@ def generate_export(org: str, end_day: date, days: int, rows_per_day: int, seed:
     """``days`` consecutive days ending on ``end_day``."""
     tables = [generate_day(org, end_day - timedelta(days=i), rows_per_day, seed) for i in reversed(range(days))]
     return pa.concat_tables(tables)
+
+
+def write_export(path: str | Path, org: str, end_day: date, days: int, rows_per_day: int, seed: int = 0,
+                 chunk_rows: int = 200_000, row_group_size: int = 100_000) -> int:
+    """Write an export of ``days`` days to one Parquet file, ``chunk_rows`` rows generated at a time.
+
+    A day of ten million rows does not fit in the memory of the process writing it when generated
+    whole; in chunks, memory holds one chunk. Each chunk of a day is generated with its own seed, so
+    the file differs from :func:`generate_export` of the same arguments but is as deterministic.
+    Returns the number of rows written.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    written = 0
+    writer = None
+    try:
+        for i in reversed(range(days)):
+            day = end_day - timedelta(days=i)
+            for number, start in enumerate(range(0, rows_per_day, chunk_rows)):
+                chunk = generate_day(org, day, min(chunk_rows, rows_per_day - start), f"{seed}/{number}" if number else seed)
+                if writer is None:
+                    writer = pq.ParquetWriter(str(path), chunk.schema)
+                writer.write_table(chunk, row_group_size=row_group_size)
+                written += chunk.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
