@@ -3,11 +3,12 @@
 The Locust figures say how fast the server is, not why. Here the same app (settings, checks,
 middleware, metastore, the benchmark's queue-only backend) is called as ASGI, one request at a time
 and without sockets, and each phase is timed by wrapping the function that does it, in the order
-the service checks (numbers as in :mod:`launcher.service`). ``framework`` is the rest of the
-request: middleware (request id, body limit, access log), routing, FastAPI's parameters, errors and
-responses. ``service, rest`` is the org check (2) and building the run. Socket and HTTP parsing
-(uvicorn) are not in here: a case's server CPU per request in the Locust run, minus this total, is
-that. Each wrapper adds well under a microsecond.
+the service checks (numbers as in :mod:`launcher.service`), each exclusive of the others. Logs are
+written as ``convergence serve`` writes them (JSON lines at INFO, here to /dev/null). ``framework``
+is the rest of the request: middleware (request id, body limit), routing, FastAPI's parameters,
+errors and responses. ``service, rest`` is the org check (2) and building the run. Sockets and HTTP
+parsing (uvicorn) are not in here: they are in the server's CPU per request of the Locust run. Each
+wrapper adds well under a microsecond.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import asyncio
 import cProfile
 import io
 import json
+import logging
+import os
 import pstats
 import time
 from collections import Counter
@@ -22,12 +25,13 @@ from contextlib import ExitStack, contextmanager
 from datetime import date, timedelta
 
 import launcher.service as service_module
+from launcher.logs import JsonFormatter
 from launcher.ratelimits import FixedWindows, MovingWindow
 from launcher.workers import ServiceCalls
 
 CASES = ("health", "reject_401", "accept_202")
 PHASES = ("limits and failed-auth guard", "1 key", "3 subscription", "4 pipeline", "5 body and dates", "6 credential",
-          "7-8 quota and reservation", "launch and job id", "service, rest", "framework")
+          "7-8 quota and reservation", "launch and job id", "service, rest", "JSON log lines", "framework")
 
 
 FIRST_DAY_BACK = 2001  # after the Locust run's days (1..2000 back), before 2020-01-01: every run is new
@@ -81,26 +85,49 @@ async def _call(app, scope: dict, body: bytes) -> int:
 
 @contextmanager
 def _timed(spent: Counter):
-    """Wrap each phase's functions (module, class or instance attributes) with a timer; undo after."""
+    """Wrap each phase's functions (module, class or instance attributes) with a timer; undo after.
 
-    def wrap(owner, name: str, phase: str):
+    Times are exclusive: a timed call inside another (a log line written by the service) counts for
+    its own phase only, so the phases and the framework add up to the total.
+    """
+    active: list[str] = []
+
+    def patch(stack: ExitStack, owner, name: str, phase: str, instance: bool = False):
         original = getattr(owner, name)
 
         def timed(*args, **kwargs):
             started = time.perf_counter()
+            active.append(phase)
             try:
                 return original(*args, **kwargs)
             finally:
-                spent[phase] += time.perf_counter() - started
+                active.pop()
+                elapsed = time.perf_counter() - started
+                spent[phase] += elapsed
+                if active:
+                    spent[active[-1]] -= elapsed
 
-        return owner, name, original, timed
-
-    def patch(stack: ExitStack, owner, name: str, phase: str, instance: bool = False):
-        owner, name, original, timed = wrap(owner, name, phase)
         setattr(owner, name, timed)
         stack.callback(delattr, owner, name) if instance else stack.callback(setattr, owner, name, original)
 
     yield patch
+
+
+@contextmanager
+def _logging_as_served():
+    """JSON lines at INFO, as ``convergence serve`` writes them (here to /dev/null); undone after."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - closed below
+    handler.setFormatter(JsonFormatter())
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.stream.close()
 
 
 async def _phases(app, make, case: str, n: int, spent: Counter) -> dict[str, float]:
@@ -111,21 +138,19 @@ async def _phases(app, make, case: str, n: int, spent: Counter) -> dict[str, flo
     for _ in range(n):
         await _call(app, *make(case))
     total = time.perf_counter() - started
-    service = spent.pop("service", 0.0)
-    us = {phase: round(spent[phase] / n * 1e6, 1) for phase in PHASES if phase in spent}
-    checks = sum(v for k, v in spent.items() if k[0].isdigit() or k == "launch and job id")
-    us["service, rest"] = round(max(0.0, service - checks) / n * 1e6, 1)
-    us["framework"] = round((total - service - spent["limits and failed-auth guard"]) / n * 1e6, 1)
-    us["total"] = round(total / n * 1e6, 1)
-    return {phase: us.get(phase, 0.0) for phase in (*PHASES, "total")}
+    spent["service, rest"] = spent.pop("service", 0.0)
+    spent["framework"] = total - sum(spent.values())
+    spent["total"] = total
+    return {phase: round(spent[phase] / n * 1e6, 1) for phase in (*PHASES, "total")}
 
 
 def breakdown(app, keys: dict[str, str], n: int = 2000) -> dict:
     """Microseconds per request of each phase, for each case, and a profile of the accepted run's hot spots."""
 
     async def served():
-        async with app.router.lifespan_context(app):  # started and stopped as uvicorn does
-            return await _breakdown(app, keys, n)
+        with _logging_as_served():
+            async with app.router.lifespan_context(app):  # started and stopped as uvicorn does
+                return await _breakdown(app, keys, n)
 
     return asyncio.run(served())
 
@@ -154,6 +179,7 @@ async def _breakdown(app, keys: dict[str, str], n: int) -> dict:
             patch(stack, store, name, phase, instance=True)
         for name, phase in (("_pipeline", "4 pipeline"), ("_launch", "launch and job id"), ("run_pipeline", "service")):
             patch(stack, service, name, phase, instance=True)
+        patch(stack, logging.Logger, "_log", "JSON log lines")
         ServiceCalls.in_thread = counted
         stack.callback(setattr, ServiceCalls, "in_thread", in_thread)
         per_case = {case: await _phases(app, make, case, n, spent) for case in CASES}
@@ -176,7 +202,7 @@ def table(per_case: dict, server_cpu_us: dict | None = None) -> str:
         cells = "".join(f"{per_case[c][phase]:>12.1f} ({per_case[c][phase] / base:5.2f}x)" if base else "" for c in CASES)
         rows.append(f"  {phase:44s}{cells}")
     if server_cpu_us and all(c in server_cpu_us for c in CASES):
-        http = {c: server_cpu_us[c] - per_case[c]["total"] for c in CASES}
-        for label, values in (("server CPU per request, Locust run", server_cpu_us), ("  of which sockets and HTTP (the rest)", http)):
-            rows.append(f"  {label:44s}" + "".join(f"{values[c]:>12.1f} ({values[c] / base:5.2f}x)" for c in CASES))
+        rows.append(f"  {'server CPU per request in the Locust run':44s}" + "".join(
+            f"{server_cpu_us[c]:>12.1f} ({server_cpu_us[c] / server_cpu_us['health']:5.2f}x)" for c in CASES)
+            + "  (ratio to its own /health)")
     return "\n".join(rows)

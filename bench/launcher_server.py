@@ -1,4 +1,5 @@
-"""The launcher app for the benchmark: the real app and checks, with a backend that only queues.
+"""The launcher for the benchmark: ``convergence serve`` as it runs (app, checks, JSON logs, uvicorn
+options), with a backend that only queues.
 
 Running real DirectRunner jobs while measuring would measure Beam, not the API, on a 2-core box;
 runs are still reserved and recorded in the metastore exactly as in production.
@@ -8,12 +9,9 @@ from __future__ import annotations
 import argparse
 import itertools
 
-import uvicorn
-
 from beam_pipelines.metastore.base import lease_until
 from beam_pipelines.settings import load_settings
-from launcher.app import create_app
-from launcher.settings import LauncherSettings
+from launcher.server import serve
 
 
 class QueueOnlyBackend:
@@ -45,8 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    app = create_app(LauncherSettings.from_env(load_settings()), backend=QueueOnlyBackend())
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="error", access_log=False)
+    serve(load_settings(), "127.0.0.1", args.port, backend=QueueOnlyBackend())
 
 
 if __name__ == "__main__":

