@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from beam_pipelines.errors import ConfigError
 from beam_pipelines.secrets.service_secrets import resolve_secret
 from beam_pipelines.settings import Settings
+from launcher.ratelimits import parse_rates
 
 MIN_ROOT_KEY = 32
 
@@ -116,5 +117,11 @@ class LauncherSettings:
             problems.append("FORWARDED_TRUSTED_HOPS and FORWARDED_ALLOW_IPS: set one of them, not both")
         if not 0 <= self.forwarded_trusted_hops <= 5:
             problems.append("FORWARDED_TRUSTED_HOPS: must be between 0 and 5")
+        for name, value in (("RATE_LIMIT_PER_IP", self.rate_limit_per_ip), ("RATE_LIMIT_PER_KEY", self.rate_limit_per_key),
+                            ("AUTH_FAILURES_PER_IP", self.auth_failures_per_ip)):
+            try:
+                parse_rates(value)
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
         if problems:
             raise ConfigError("launcher refuses to start:\n" + "\n".join(f"  - {p}" for p in problems))

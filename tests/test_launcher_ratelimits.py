@@ -87,3 +87,13 @@ def test_moving_window_forgets_quiet_addresses():
     clock.now += 61
     assert not guard.blocked("10.0.0.1")
     assert guard._events == {}
+
+
+def test_a_malformed_limit_stops_the_launcher_at_start_up(home):
+    import dataclasses
+
+    from beam_pipelines.errors import ConfigError
+    from tests.launcher_support import launcher_settings
+
+    with pytest.raises(ConfigError, match="RATE_LIMIT_PER_KEY: rate limit '60 a minute'"):
+        dataclasses.replace(launcher_settings(), rate_limit_per_key="60 a minute").check()
