@@ -90,7 +90,7 @@ def _in_set(df: pd.DataFrame, column: str, value_set: list) -> tuple[bool, objec
 def _exact(series: pd.Series) -> pd.Series:
     """Money columns hold Decimal: compare them exactly; other numbers as numbers."""
     if series.dtype == object:
-        return series.map(lambda v: None if v is None or v != v else Decimal(str(v)))
+        return series.map(lambda v: None if v is None or v != v else v if isinstance(v, Decimal) else Decimal(str(v)))
     return pd.to_numeric(series, errors="coerce")
 
 

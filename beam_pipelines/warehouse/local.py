@@ -42,6 +42,9 @@ MANIFEST = "_manifest.json"
 STAGING = "_staging"
 LEGACY_FILE = "data.parquet"
 FORMAT = 1
+# Snappy, Parquet's default: a fleet stages thousands of small files, and zstd's per-column set-up
+# made each 70-column FOCUS file cost 2.8 ms to write against 1.3 ms (files are a few KB either way).
+COMPRESSION = "snappy"
 
 
 def _key(spec: TableSpec, day: date | None, scope: str | None) -> str:
@@ -55,6 +58,12 @@ def _key_day(key: str) -> date | None:
     if not key:
         return None
     return date.fromisoformat(key.rsplit("=", 1)[1])
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    """Every Parquet file under ``folder``, sorted (``os.walk``: pathlib's rglob cost a fleet's commits
+    more than their writes)."""
+    return sorted(Path(root) / name for root, _, names in os.walk(folder) for name in names if name.endswith(".parquet"))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -157,7 +166,7 @@ class LocalWarehouse(Warehouse):
                         target = folder / key if key else folder
                         target.mkdir(parents=True, exist_ok=True)
                         writer = writers[key] = pq.ParquetWriter(target / f"part-{uuid.uuid4().hex}.parquet",
-                                                                 piece.schema, compression="zstd")
+                                                                 piece.schema, compression=COMPRESSION)
                     writer.write_table(piece)
                     rows += piece.num_rows
         except BaseException:
@@ -224,7 +233,7 @@ class LocalWarehouse(Warehouse):
         staging = Path(item.location)
         replaced = []
         staged_keys = {}
-        for path in sorted(staging.rglob("*.parquet")):
+        for path in _parquet_files(staging):
             key = str(path.parent.relative_to(staging)) if path.parent != staging else ""
             staged_keys.setdefault(key, []).append(path)
         if spec.partition_field is None:
@@ -247,7 +256,7 @@ class LocalWarehouse(Warehouse):
     def _collect_garbage(self, folder: Path, manifest: dict, table: str) -> None:
         """Files of the table that no manifest names: a writer died between moving them and its swap."""
         named = {folder / f for files in manifest["tables"].get(table, {}).get("partitions", {}).values() for f in files}
-        for path in (folder / table).rglob("*.parquet"):
+        for path in _parquet_files(folder / table):
             if path not in named:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
@@ -258,7 +267,7 @@ class LocalWarehouse(Warehouse):
     @staticmethod
     def _remove_empty_staging(folder: Path, run_id: str) -> None:
         run_dir = folder / STAGING / run_id
-        if run_dir.is_dir() and not any(run_dir.rglob("*.parquet")):
+        if run_dir.is_dir() and not _parquet_files(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
 
     def discard(self, dataset: str, run_id: str) -> list[str]:
@@ -270,7 +279,7 @@ class LocalWarehouse(Warehouse):
         run_dir = self._dataset_dir(dataset) / STAGING / run_id
         if not run_dir.is_dir():
             return []
-        return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))
+        return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and _parquet_files(p))
 
     def replace_table(self, dataset: str, spec: TableSpec, rows: pa.Table) -> int:
         if spec.partition_field is not None:
