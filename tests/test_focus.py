@@ -251,7 +251,8 @@ def test_all_providers_in_one_dataset_validate_clean(gcp_flat):
     openai, _ = focus_rows_openai(price_openai_usage(openai_raw(), OPENAI_PRICES, NOW), price_list_rates(OPENAI_PRICES)[0])
     anthropic, _ = focus_rows_anthropic(price_anthropic_usage(anthropic_raw(), ANTHROPIC_PRICES, NOW),
                                         price_list_rates(ANTHROPIC_PRICES)[0])
-    table = to_arrow(pd.concat([openai, anthropic, focus_rows_gcp(gcp_flat).to_pandas()], ignore_index=True), focus_schema(), "focus_cost_daily")
+    gcp = focus_rows_gcp(gcp_flat).to_pandas()
+    table = to_arrow(pd.concat([openai, anthropic, gcp], ignore_index=True), focus_schema(), "focus_cost_daily")
     assert validate_focus(table) == []
 
 

@@ -346,7 +346,6 @@ def _occurrences(keys: pa.Array) -> np.ndarray:
 
 # ---- the rows of the source batch ---------------------------------------------------------------------------
 def _base_rows(source: _Source, credits: _Credits, run_id: str | None) -> dict[str, object]:
-    n = source.n
     cost = source.money("cost")
     credits_total = source.money("credits_total")
     at_list = source.money("cost_at_list")
@@ -396,7 +395,7 @@ def _base_rows(source: _Source, credits: _Credits, run_id: str | None) -> dict[s
         suffix = pa.array(np.char.add("#", occurrence.astype(str)))
         row_key = pc.if_else(pa.array(repeated), pc.binary_join_element_wise(keys, suffix, ""), keys)
     not_tax = pc.not_equal(category, "Tax")
-    run = pa.array(np.full(n, run_id, dtype=object), pa.string()) if run_id is not None else source.text("run_id")
+    run = run_id if run_id is not None else source.text("run_id")
     return {
         "BilledCost": billed, "EffectiveCost": billed, "ListCost": list_cost, "ContractedCost": contracted,
         "PricingCurrencyEffectiveCost": billed, "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
@@ -536,35 +535,48 @@ def _parse_credits(values: pa.Array) -> pa.ListArray:
 
 # ---- assembling the batch -------------------------------------------------------------------------------------
 def _interleave(base: dict[str, object], credits: _Credits, n: int, schema: pa.Schema) -> pa.Table:
-    """Each source row followed by its Credit rows, every column of ``focus_cost_daily`` in order."""
+    """Each source row followed by its Credit rows, every column of ``focus_cost_daily`` in order.
+
+    Output row ``i`` is source row ``owner[i]`` or that row's Credit row ``credit[i]``: a column the
+    Credit rows copy is one ``take`` of the source rows by owner, a column only source rows have is
+    a ``take`` with NULL for Credit rows, and only the few columns both set are concatenated.
+    """
     m = len(credits.rows)
-    rows = pa.array(credits.rows, pa.int64())
-    credit_values: dict[str, object] = {name: base[name] for name in CREDIT_KEEP}
-    for name in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "PricingCurrencyEffectiveCost"):
-        credit_values[name] = credits.amount
+    if not m:
+        return pa.Table.from_arrays([_broadcast(base.get(f.name), n, f.type) for f in schema], schema=schema)
+    counts = np.bincount(credits.rows, minlength=n)
+    position = np.arange(n) + np.cumsum(counts) - counts
+    credit_position = position[credits.rows] + 1 + credits.rank
+    owner = np.empty(n + m, dtype=np.int64)
+    owner[position] = np.arange(n)
+    owner[credit_position] = credits.rows
+    is_credit = np.zeros(n + m, dtype=bool)
+    is_credit[credit_position] = True
+    by_owner, source_only = pa.array(owner), pa.array(owner, mask=is_credit)
+    order = np.empty(n + m, dtype=np.int64)
+    order[position] = np.arange(n)
+    order[credit_position] = n + np.arange(m)
+    credit_values: dict[str, object] = {name: credits.amount for name in
+                                        ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost", "PricingCurrencyEffectiveCost")}
     credit_values.update({
         "ChargeCategory": "Credit", "ChargeFrequency": "Usage-Based", "ChargeDescription": credits.description,
         "x_CreditType": credits.kind,
-        "x_RowKey": pc.binary_join_element_wise(_broadcast(base["x_RowKey"], n, pa.string()).take(rows), "/credit/",
+        "x_RowKey": pc.binary_join_element_wise(_broadcast(base["x_RowKey"], n, TEXT).take(pa.array(credits.rows)), "/credit/",
                                                 pa.array(credits.rank.astype(str)), ""),
     })
-    before = np.cumsum(np.bincount(credits.rows, minlength=n)) - np.bincount(credits.rows, minlength=n)
-    position = np.arange(n) + before
-    order = np.empty(n + m, dtype=np.int64)
-    order[position] = np.arange(n)
-    order[position[credits.rows] + 1 + credits.rank] = n + np.arange(m)
-    order = pa.array(order)
     columns = []
     for field in schema:
-        own = _broadcast(base.get(field.name), n, field.type)
-        if not m:
-            columns.append(own)
-            continue
-        value = credit_values.get(field.name)
+        own = base.get(field.name)
         if field.name in CREDIT_KEEP:
-            value = own.take(rows)
-        extra = _broadcast(value, m, field.type)
-        columns.append(pa.concat_arrays([own, extra]).take(order))
+            columns.append(_broadcast(own, n + m, field.type) if not isinstance(own, pa.Array | pa.ChunkedArray)
+                           else _broadcast(own, n, field.type).take(by_owner))
+        elif field.name in credit_values:
+            extra = _broadcast(credit_values[field.name], m, field.type)
+            columns.append(pa.concat_arrays([_broadcast(own, n, field.type), extra]).take(pa.array(order)))
+        elif own is None:
+            columns.append(pa.nulls(n + m, field.type))
+        else:
+            columns.append(_broadcast(own, n, field.type).take(source_only))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -575,7 +587,7 @@ def _broadcast(value, length: int, kind: pa.DataType) -> pa.Array:
         return value if value.type == kind else value.cast(kind)
     if value is None:
         return pa.nulls(length, kind)
-    return pa.array(np.full(length, value, dtype=object), kind)
+    return pa.array([value], kind).take(pa.array(np.zeros(length, dtype=np.int64)))
 
 
 @cache

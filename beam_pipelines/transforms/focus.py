@@ -8,8 +8,9 @@ they can be staged; a rule broken fails the org, naming the column. Usage we cou
 left out of FOCUS (never $0) and counted in the step's log (``unpriced``).
 
 Google Cloud rows arrive as staged Parquet parts (a billing day may not fit in memory): each part
-is mapped to a FOCUS part written beside it, one bounded chunk at a time, in Arrow from end to end
-(:func:`beam_pipelines.focus.gcp.focus_rows_gcp` is vectorised; no row becomes a Python object).
+is mapped chunk by chunk to FOCUS parts written beside it, in Arrow from end to end
+(:func:`beam_pipelines.focus.gcp.focus_rows_gcp` is vectorised; no row becomes a Python object);
+the next chunk is read and the previous one written in threads while one is mapped.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ from beam_pipelines.focus.columns import focus_schema
 from beam_pipelines.focus.gcp import focus_rows_gcp
 from beam_pipelines.focus.llm import ANTHROPIC, OPENAI, Source, focus_rows, price_list_rates, unpriced_by_run
 from beam_pipelines.focus.validator import validate_focus
+from beam_pipelines.gcp.overlap import Writer, ahead
 from beam_pipelines.pricing.anthropic_cost import BATCH_TIERS
 from beam_pipelines.pricing.openai_cost import TIER_ALIASES
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows
 from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.transforms.usage import OrgPricedStep
-from beam_pipelines.warehouse.arrow_schema import arrow_schema, to_arrow
+from beam_pipelines.warehouse.arrow_schema import to_arrow
 
 
 def check_focus(rows: pd.DataFrame | pa.Table) -> None:
@@ -71,8 +73,8 @@ class AnthropicFocus(FocusFromCosts):
     source = ANTHROPIC
 
 
-CHUNK_ROWS = 100_000  # a whole staged part (the extract writes parts of at most this many rows): repeated row keys are
-# numbered within a chunk, and vectorised code wants large batches; memory stays bounded by the part
+CHUNK_ROWS = 25_000  # source rows mapped at a time (a staged part's row group), each chunk its own FOCUS part: the load
+# reads a part whole, and a FOCUS part has 70 columns; repeated row keys are numbered within a chunk
 
 
 class _FocusParts(beam.DoFn):
@@ -84,29 +86,36 @@ class _FocusParts(beam.DoFn):
 
     def process(self, batch: OrgBatch):
         started = datetime.now(timezone.utc)
-        written = 0
+        staged: list[StagedRows] = []
         try:
             part: StagedRows = batch.rows
             head, _, name = part.path.rpartition("/")
-            path = FileSystems.join(head, "focus", name)
-            with FileSystems.open(part.path) as source, FileSystems.create(path) as sink:
-                writer = pq.ParquetWriter(sink, arrow_schema(self._schema))
-                for chunk in pq.ParquetFile(source).iter_batches(batch_size=CHUNK_ROWS):  # memory: one chunk at a time
+            stem = name.removesuffix(".parquet")
+            with FileSystems.open(part.path) as source, Writer(_write_part) as write:
+                # memory: a chunk being read, one being mapped, one being written (reading and writing in threads)
+                for number, chunk in enumerate(ahead(pq.ParquetFile(source).iter_batches(batch_size=CHUNK_ROWS))):
                     rows = focus_rows_gcp(pa.Table.from_batches([chunk]), run_id=batch.run_id)  # Arrow, schema order
                     if self._step.options.validate_rows and len(rows):
                         check_focus(rows)
                     table = to_arrow(rows, self._schema, "focus_cost_daily")
-                    writer.write_table(table)
-                    written += table.num_rows
-                writer.close()
+                    if table.num_rows:
+                        path = FileSystems.join(head, "focus", f"{stem}-{number:04d}.parquet")
+                        write((path, table))
+                        staged.append(StagedRows(path, part.day, table.num_rows))
         except Exception as exc:
             yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug,
                                                                     error=one_line_error(exc), started_at=started))
             return
-        if written:
-            yield OrgBatch(batch.org_slug, batch.run_id, StagedRows(path, part.day, written))
-        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug, rows=written,
-                                                                started_at=started))
+        for focus_part in staged:
+            yield OrgBatch(batch.org_slug, batch.run_id, focus_part)
+        yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(batch.run_id, batch.org_slug,
+                                                                rows=sum(p.num_rows for p in staged), started_at=started))
+
+
+def _write_part(item: tuple[str, pa.Table]) -> None:
+    path, table = item
+    with FileSystems.create(path) as sink:  # local folders are created as needed
+        pq.write_table(table, sink)
 
 
 class GcpFocus(StepTransform):

@@ -2,7 +2,7 @@
 
 Memory holds a few bounded batches whatever the size of the day: the export is read in batches of
 at most ``READ_ROWS`` rows, each flattened in DuckDB and appended to the staged part of its day
-(:class:`beam_pipelines.staging.DayParts`, at most ``page_rows`` rows a part). Reading, flattening
+(:class:`beam_pipelines.staging.DayParts`, at most ``PART_ROWS`` rows a part). Reading, flattening
 and writing overlap: the export is read one batch ahead in a thread and parts are written in
 another (Arrow and DuckDB release the GIL), each hand-over a queue of one batch.
 """
@@ -23,6 +23,8 @@ from beam_pipelines.staging import DayParts, remove_run, run_folder
 from beam_pipelines.transforms.elements import EVENTS, StagedRows, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.transforms.step import StepTransform
+
+PART_ROWS = 50_000  # rows per staged part at most: the load holds a part whole (and its sorted copy)
 
 
 class GcpBillingFetcher:
@@ -50,7 +52,7 @@ class GcpBillingFetcher:
             yield flatten(batch, item.org_slug, item.run_id, self.loaded_at)
 
     def fetch(self, item: WorkItem, credential: Credential) -> list[StagedRows]:
-        parts = DayParts(run_folder(self.staging_root, item.run_id), self.options.page_rows)
+        parts = DayParts(run_folder(self.staging_root, item.run_id), min(self.options.page_rows, PART_ROWS))
         try:
             with Writer(parts.write) as write:
                 for table in self.batches(item, credential):
