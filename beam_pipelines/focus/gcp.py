@@ -40,6 +40,12 @@ SkuPriceId is the SKU id (the tier start that would tell tiers apart is not expo
 Tags: one JSON object (KeyValueFormat): resource labels unprefixed, project labels inherited under
 the same keys (the resource's own value wins), system labels with their provider-namespaced keys
 kept as they are; an empty label value means a key without value, which FOCUS writes as ``true``.
+
+Computation. A batch is mapped as Arrow arrays, never row by row (a billing day has millions of
+rows): money in NUMERIC (decimal128(38, 9)) with exact decimal sums; a FLOAT becomes NUMERIC through
+its shortest text, as ``Decimal(repr(v))`` does; text mappings (units, services, regions, tags,
+invoice months) run once per distinct value of the batch. The values are exactly those of the
+per-row mapping this replaced (``tests/test_billing_focus_vectorised.py`` keeps it as an oracle).
 """
 from __future__ import annotations
 
@@ -119,7 +125,7 @@ _TEXT = pa.decimal256(76, 38)  # a float's shortest repr (at most 17 significant
 _QUOTIENT = (pa.decimal256(38, 9), pa.decimal256(37, 9))  # cost ÷ quantity → decimal256(76, 38), truncated
 _QUOTIENT_EXACT = pa.decimal256(60, 38)
 NANO = Decimal("1e-9")
-_LIMIT = 1e19  # NUMERIC holds 28 digits before the point... and 9 after: a quantity of 1e19 or more does not fit
+_LIMIT = 1e19  # 28 significant digits with nine decimals (Decimal's context): a quantity of 1e19 or more is an error
 _EXACT_BELOW = 1e9  # unit prices at or above this go through Decimal (see _unit_prices)
 _TIE_BAND = 1e-9  # a quotient this close to a rounding tie (in nano-units) goes through Decimal
 HOUR = pa.scalar(3_600_000_000, pa.duration("us"))
