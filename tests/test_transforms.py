@@ -307,10 +307,13 @@ def test_a_fleet_batch_is_staged_per_run_and_a_misfit_fails_only_its_org(seeded)
     result = (p | "Batches" >> beam.Create([fleet])
               | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx, failed_runs=failed))
     assert_that(result["events"] | beam.Map(lambda e: (e.org_slug, e.rows, e.failed)),
-                equal_to([("acme", 3, False), ("globex", 2, False), ("stray", 0, True)]), label="events")
+                equal_to([("acme", 3, False), ("globex", 2, False), ("broken", 2, False), ("stray", 0, True)]),
+                label="events")
     assert_that(result["staged"] | beam.MapTuple(lambda run_id, s: (run_id, s.rows)),
-                equal_to([("run-acme", 3), ("run-globex", 2)]), label="staged")
+                equal_to([("run-acme", 3), ("run-globex", 2), ("run-broken", 2)]),
+                label="staged, even an org failed upstream: its commit discards it")
     p.run().wait_until_finish()
     warehouse = LocalWarehouse(seeded.warehouse_dir)
     assert warehouse.pending("acme_dev", "run-acme") == ["openai_usage_daily_raw"]
-    assert warehouse.pending("broken_dev", "run-broken") == [] and warehouse.pending("stray_dev", "run-stray") == []
+    assert warehouse.read_table("acme_dev", "openai_usage_daily_raw") is None, "invisible until the run's commit"
+    assert warehouse.pending("stray_dev", "run-stray") == [], "a misfit stages nothing"

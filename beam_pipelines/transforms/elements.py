@@ -12,10 +12,12 @@
 """
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
+import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
 
@@ -63,6 +65,33 @@ class OrgBatch(NamedTuple):
 class RunsBatch(NamedTuple):
     runs: tuple[tuple[str, str], ...]  # (org_slug, run_id) of every run with rows in ``rows``
     rows: pd.DataFrame  # carries org_slug and run_id columns
+
+
+class RunsBatchCoder(beam.coders.Coder):
+    """Pickles a RunsBatch like the default coder, but estimates its size from the frame's memory.
+
+    The runner samples the size of elements on every edge; the default coder estimates by encoding,
+    and a fleet's batch (thousands of rows of exact Decimal money) costs ~0.2 s to pickle. Used where
+    a step declares ``with_output_types(RunsBatch)``.
+    """
+
+    def encode(self, value: RunsBatch) -> bytes:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes) -> RunsBatch:
+        return pickle.loads(encoded)  # noqa: S301 - the job's own elements, as Beam's default coder does
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def estimate_size(self, value: RunsBatch) -> int:
+        return int(value.rows.memory_usage(index=False, deep=False).sum()) + 64 * len(value.runs)
+
+    def to_type_hint(self):
+        return RunsBatch
+
+
+beam.coders.registry.register_coder(RunsBatch, RunsBatchCoder)
 
 
 @dataclass(frozen=True)

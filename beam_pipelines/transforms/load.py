@@ -3,7 +3,8 @@
 Batches are grouped per run (one org), cast to the table's schema (a row that does not fit fails
 the org, naming the column), and staged through the warehouse chosen for the job. Many orgs' rows
 arriving together (a ``RunsBatch``) hold every row of their runs, so they are staged without the
-grouping: cast once, each run staged from its slice. Orgs that failed
+grouping and without waiting for the failed runs: cast once, each run staged from its slice; the
+commit stage discards what a failed org staged. Orgs that failed
 in an earlier step are skipped (a side input of failed run ids). Replacing the table's days happens
 later, in one commit per org after every step has reported (:mod:`beam_pipelines.transforms.runlog`),
 so a table of an org is never replaced while another step of the same org fails.
@@ -24,6 +25,8 @@ from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.warehouse.arrow_schema import to_arrow
 from beam_pipelines.warehouse.base import TableSpec
 from beam_pipelines.warehouse.tables import table_spec
+
+PARTS = "parts"  # batches of one org's rows, grouped by run before staging
 
 
 def arrow_parts(batches, spec: TableSpec):
@@ -98,13 +101,21 @@ class _Stage(beam.DoFn):
 
 class _StageRuns(_Stage):
     """Stages every run of a RunsBatch straight from it: a run's rows are never spread over two such
-    batches, so they need no grouping (and no pickling per org); the batch is cast once."""
+    batches, so they need no grouping (and no pickling per org); the batch is cast once. Other batches
+    go on (``PARTS``) to be grouped by run. One ParDo rather than a filter per kind: the runner samples
+    the size of every element on every edge by encoding it, and a fleet's batch is large.
 
-    def process(self, batch: RunsBatch, failed_runs):
-        failed = set(failed_runs)
+    No side input of failed runs here: waiting for it would make the runner hold and encode every
+    batch of the fleet until all checks are done. An org that failed upstream is staged all the same
+    (invisible) and its staging is discarded by the commit stage, which never commits a failed org.
+    """
+
+    def process(self, batch):
+        if not isinstance(batch, RunsBatch):
+            yield beam.pvalue.TaggedOutput(PARTS, batch)
+            return
         for run in split_runs_as_arrow(batch, self._spec):
-            if run.run_id not in failed:
-                yield from self._stage_run(run.run_id, run.org_slug, [run])
+            yield from self._stage_run(run.run_id, run.org_slug, [run])
 
 
 class StageTable(StepTransform):
@@ -113,14 +124,9 @@ class StageTable(StepTransform):
     def expand(self, batches):
         spec = table_spec(self.ctx.configs_dir, self.options)
         failed = beam.pvalue.AsList(self.inputs["failed_runs"])
-        whole = (
-            batches
-            | "WholeRuns" >> beam.Filter(lambda b: isinstance(b, RunsBatch))
-            | "StageRuns" >> beam.ParDo(_StageRuns(self, spec), failed).with_outputs(EVENTS, main="main")
-        )
+        whole = batches | "StageRuns" >> beam.ParDo(_StageRuns(self, spec)).with_outputs(EVENTS, PARTS, main="main")
         grouped = (
-            batches
-            | "RunParts" >> beam.Filter(lambda b: not isinstance(b, RunsBatch))
+            whole[PARTS]
             | "ByRun" >> beam.Map(lambda b: (b.run_id, b))
             | "GroupRun" >> beam.GroupByKey()
             | "Stage" >> beam.ParDo(_Stage(self, spec), failed).with_outputs(EVENTS, main="main")

@@ -23,6 +23,8 @@ from beam_pipelines.transforms.elements import OrgBatch, RunsBatch, StagedRows, 
 from beam_pipelines.transforms.runs import run_counts
 from beam_pipelines.transforms.step import StepTransform
 
+PARTS = "parts"
+
 
 def _frames(rows: list, columns: set[str]) -> Iterator[pd.DataFrame | pa.Table]:
     """One frame of the in-memory batches; staged (larger-than-memory) batches one part at a time, each
@@ -93,9 +95,13 @@ class _Validate(beam.DoFn):
 
 
 class _ValidateRuns(_Validate):
-    """Every run of a RunsBatch checked in one grouped pass (a run's rows never span two such batches)."""
+    """Every run of a RunsBatch checked in one grouped pass (a run's rows never span two such batches);
+    other batches go on (``PARTS``) to be grouped by run."""
 
-    def process(self, batch: RunsBatch):
+    def process(self, batch):
+        if not isinstance(batch, RunsBatch):
+            yield beam.pvalue.TaggedOutput(PARTS, ((batch.org_slug, batch.run_id), OrgBatch(batch.org_slug, batch.run_id, batch.rows)))
+            return
         started = datetime.now(timezone.utc)
         results = evaluate_runs(self._suite, batch.rows)
         counts = run_counts(batch.rows)
@@ -109,17 +115,11 @@ class ValidateRows(StepTransform):
 
     def expand(self, batches):
         suite = load_suite(self.ctx.configs_dir / self.options.suite, self.options.suite)
-        whole = (
-            batches
-            | "WholeRuns" >> beam.Filter(lambda b: isinstance(b, RunsBatch))
-            | "CheckRuns" >> beam.ParDo(_ValidateRuns(self, suite)).with_output_types(StepEvent)
-        )
+        whole = batches | "CheckRuns" >> beam.ParDo(_ValidateRuns(self, suite)).with_outputs(PARTS, main="events")
         grouped = (
-            batches
-            | "RunParts" >> beam.Filter(lambda b: not isinstance(b, RunsBatch))
-            | "ByRun" >> beam.Map(lambda b: ((b.org_slug, b.run_id), OrgBatch(b.org_slug, b.run_id, b.rows)))
+            whole[PARTS]
             | "GroupRun" >> beam.GroupByKey()
             | "Check" >> beam.ParDo(_Validate(self, suite)).with_output_types(StepEvent)
         )
-        return {"main": batches, "events": (whole, grouped) | "Events" >> beam.Flatten()}
+        return {"main": batches, "events": (whole.events, grouped) | "Events" >> beam.Flatten()}
 

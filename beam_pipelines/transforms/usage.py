@@ -55,9 +55,10 @@ class ExtractUsage(StepTransform):
     def expand(self, work_items):
         fetcher = self.fetcher_cls(self.ctx.provider_base_urls[self.fetcher_cls.provider], self.options,
                                    self.ctx.loaded_at)
-        outputs = work_items | "DecryptAndFetch" >> beam.ParDo(
-            FetchOrgs(fetcher, self.step.step_id, self.step.ps_type, self.ctx, self.options.max_concurrency)
-        ).with_outputs(EVENTS, main="main")
+        fetch = beam.ParDo(FetchOrgs(fetcher, self.step.step_id, self.step.ps_type, self.ctx, self.options.max_concurrency))
+        if fetcher.fleet_batches:
+            fetch = fetch.with_output_types(RunsBatch)
+        outputs = work_items | "DecryptAndFetch" >> fetch.with_outputs(EVENTS, main="main")
         return {"main": outputs.main, "events": outputs[EVENTS]}
 
 
@@ -91,8 +92,11 @@ class _OrgPricedBatches(beam.DoFn):
         try:
             rows, details = self._step.work_runs(batch.rows, self._lists.for_orgs(sorted({o for o, _ in batch.runs})))
         except Exception:
-            for single in split_runs(batch):
-                yield from self._one(single)
+            for single in split_runs(batch):  # each run alone, still as a RunsBatch (one kind per edge)
+                for output in self._one(single):
+                    if isinstance(output, OrgBatch):
+                        output = RunsBatch(((output.org_slug, output.run_id),), output.rows)
+                    yield output
             return
         if len(rows):
             yield RunsBatch(batch.runs, rows)
@@ -135,9 +139,10 @@ class OrgPricedStep(StepTransform):
         prices = load_price_list(self.ctx.configs_dir / self.options.pricing_file, self.options.pricing_file,
                                  self.batch_tiers, self.tier_aliases)
         price_side = batches.pipeline | "PriceList" >> beam.Create([prices])
-        outputs = batches | "Price" >> beam.ParDo(
-            _OrgPricedBatches(self, self.provider), beam.pvalue.AsSingleton(price_side)
-        ).with_outputs(EVENTS, main="main")
+        price = beam.ParDo(_OrgPricedBatches(self, self.provider), beam.pvalue.AsSingleton(price_side))
+        if batches.element_type is RunsBatch:
+            price = price.with_output_types(RunsBatch)
+        outputs = batches | "Price" >> price.with_outputs(EVENTS, main="main")
         return {"main": outputs.main, "events": outputs[EVENTS]}
 
 
