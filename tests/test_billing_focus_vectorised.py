@@ -33,6 +33,7 @@ from beam_pipelines.focus.gcp import (
     PROVIDER,
     REGIONS,
     SERVICES,
+    SOURCE_COLUMNS,
     TIME_UNITS,
     UNIT_WORDS,
     focus_rows_gcp,
@@ -100,6 +101,14 @@ def test_resource_names_and_tags_of_the_detailed_export():
     rows = rows.append_column("tags", pa.array([tags[i % 2] for i in range(n)]))
     got = assert_same_rows(rows)
     assert "compute.googleapis.com/instances" in got.column("ResourceType").to_pylist()
+
+
+def test_the_source_columns_are_all_the_mapping_reads():
+    rows = adversarial_rows()
+    rows = rows.append_column("resource_global_name", pa.array(["//run.googleapis.com/projects/p/services/s"] * rows.num_rows))
+    needed = rows.select([c for c in rows.column_names if c in SOURCE_COLUMNS])
+    assert len(needed.column_names) < len(rows.column_names)
+    assert focus_rows_gcp(needed, run_id="r").equals(focus_rows_gcp(rows, run_id="r"))
 
 
 def test_a_pandas_batch_gives_the_same_rows():

@@ -132,6 +132,13 @@ HOUR = pa.scalar(3_600_000_000, pa.duration("us"))
 CREDIT = pa.struct([("name", pa.string()), ("amount", pa.float64()), ("full_name", pa.string()), ("id", pa.string()),
                     ("type", pa.string())])
 NO_BREAKDOWN = "Credits (type not in the flattened export)"
+SOURCE_COLUMNS = frozenset({  # every column of gcp_billing_daily_raw the mapping reads (a reader need read no other)
+    "usage_date", "org_slug", "run_id", "row_key", "billing_account_id", "service_id", "service_description", "sku_id",
+    "sku_description", "usage_start_time", "usage_end_time", "project_id", "project_name", "labels", "project_labels",
+    "system_labels", "tags", "location", "zone", "usage_amount", "usage_unit", "usage_amount_in_pricing_units",
+    "usage_pricing_unit", "cost", "credits", "credits_total", "cost_at_list", "currency", "cost_type", "invoice_month",
+    "loaded_at", "resource_global_name", "resource_name",
+})
 CREDIT_KEEP = ("BillingAccountId", "BillingAccountType", "BillingCurrency", "PricingCurrency", "BillingPeriodStart",
                "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd", "ProviderName", "PublisherName", "InvoiceIssuerName",
                "ServiceName", "ServiceCategory", "ServiceSubcategory", "SubAccountId", "SubAccountName", "SubAccountType",
@@ -164,6 +171,8 @@ class _Source:
         self.n = table.num_rows
 
     def has(self, name: str) -> bool:
+        if name not in SOURCE_COLUMNS:  # readers select SOURCE_COLUMNS: a column missing there would read as NULL
+            raise KeyError(f"{name} is not in SOURCE_COLUMNS")
         return name in self.table.column_names
 
     def array(self, name: str, kind: pa.DataType = TEXT) -> pa.Array:

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.errors import ValidationFailed, one_line_error
 from beam_pipelines.focus.columns import focus_schema
-from beam_pipelines.focus.gcp import focus_rows_gcp
+from beam_pipelines.focus.gcp import SOURCE_COLUMNS, focus_rows_gcp
 from beam_pipelines.focus.llm import ANTHROPIC, OPENAI, Source, focus_rows, price_list_rates, unpriced_by_run
 from beam_pipelines.focus.validator import validate_focus
 from beam_pipelines.gcp.overlap import Writer, ahead
@@ -92,8 +92,10 @@ class _FocusParts(beam.DoFn):
             head, _, name = part.path.rpartition("/")
             stem = name.removesuffix(".parquet")
             with FileSystems.open(part.path) as source, Writer(_write_part) as write:
+                parquet = pq.ParquetFile(source)
+                columns = [c for c in parquet.schema_arrow.names if c in SOURCE_COLUMNS]
                 # memory: a chunk being read, one being mapped, one being written (reading and writing in threads)
-                for number, chunk in enumerate(ahead(pq.ParquetFile(source).iter_batches(batch_size=CHUNK_ROWS))):
+                for number, chunk in enumerate(ahead(parquet.iter_batches(batch_size=CHUNK_ROWS, columns=columns))):
                     rows = focus_rows_gcp(pa.Table.from_batches([chunk]), run_id=batch.run_id)  # Arrow, schema order
                     if self._step.options.validate_rows and len(rows):
                         check_focus(rows)
