@@ -328,3 +328,16 @@ def test_the_validator_reads_its_rules_from_the_yaml():
     assert ("CommitmentDiscountQuantity", "MUST be null in all other cases") in parsed
     assert not any("the charge is" in text for _, text in parsed)  # prose is not guessed at
     assert {f.name for f in focus_schema().fields if not f.name.startswith("x_")} == set(columns)
+
+
+def test_unpriced_usage_is_counted_per_run_as_for_each_run_alone():
+    from beam_pipelines.focus.llm import _unpriced, unpriced_by_run
+
+    raw = pd.concat([openai_raw().assign(run_id="r1"), openai_raw().assign(run_id="r2").head(2)], ignore_index=True)
+    raw.loc[[0, 2], "model"] = ["no-such-model", None]
+    cost = price_openai_usage(raw, OPENAI_PRICES, NOW)
+    per_run = unpriced_by_run(OPENAI, cost)
+    for run_id, rows in cost.groupby("run_id"):
+        alone = _unpriced(OPENAI, rows[rows["pricing_status"] != "PRICED"])
+        assert per_run.get(run_id, {}) == alone
+    assert set(per_run) == {"r1"} and {"no-such-model", "(none)"} <= set(per_run["r1"]), "a missing model is unpriced, not an error"

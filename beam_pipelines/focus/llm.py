@@ -138,17 +138,30 @@ def focus_rows(source: Source, cost_df: pd.DataFrame, list_rate: ListRate, contr
 
 
 def unpriced_by_run(source: Source, cost_df: pd.DataFrame) -> dict[str, Unpriced]:
-    """What each run of a many-run batch left out of FOCUS because it could not be priced."""
+    """What each run of a many-run batch left out of FOCUS because it could not be priced (one grouping
+    for the whole batch: a pass per run cost more than building the FOCUS rows)."""
     rows = cost_df[(cost_df["pricing_status"].astype(object) != PRICED).to_numpy(dtype=bool)]
-    return {str(run_id): _unpriced(source, group) for run_id, group in rows.groupby("run_id", sort=False)}
+    out: dict[str, Unpriced] = {}
+    for (run_id, model), size, tokens in _unpriced_groups(source, rows, rows["run_id"].astype(object).to_numpy()):
+        out.setdefault(str(run_id), {})[str(model)] = {"rows": size, "tokens": tokens}
+    return out
 
 
 def _unpriced(source: Source, rows: pd.DataFrame) -> Unpriced:
+    return {str(model): {"rows": size, "tokens": tokens}
+            for (_, model), size, tokens in _unpriced_groups(source, rows, np.zeros(len(rows), dtype=np.int64))}
+
+
+def _unpriced_groups(source: Source, rows: pd.DataFrame, runs: np.ndarray):
+    """((run, model), rows, tokens) of unpriced rows, models sorted within each run."""
+    if rows.empty:
+        return []
     token_columns = [c.quantity for c in source.classes if not c.per_request and c.quantity in rows]
-    tokens = rows[token_columns].fillna(0).astype("int64").sum(axis=1) if token_columns else pd.Series(0, index=rows.index)
-    models = rows["model"].astype(object).where(rows["model"].notna(), "(none)")
-    grouped = pd.DataFrame({"model": models, "tokens": tokens}).groupby("model", sort=True)["tokens"].agg(["size", "sum"])
-    return {str(m): {"rows": int(r["size"]), "tokens": int(r["sum"])} for m, r in grouped.iterrows()}
+    tokens = rows[token_columns].fillna(0).astype("int64").sum(axis=1).to_numpy() if token_columns else np.zeros(len(rows), dtype=np.int64)
+    models = rows["model"].astype(object).where(rows["model"].notna(), "(none)").to_numpy()
+    frame = pd.DataFrame({"run": runs, "model": models, "tokens": tokens})
+    grouped = frame.groupby(["run", "model"], sort=True)["tokens"].agg(["size", "sum"])
+    return [(key, int(size), int(total)) for key, size, total in zip(grouped.index, grouped["size"], grouped["sum"])]
 
 
 class _Rates:

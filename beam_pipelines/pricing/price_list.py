@@ -104,8 +104,9 @@ class PriceList:
         return PriceList(self.all_prices() + list(overrides), self.batch_tiers, self.tier_aliases)
 
     def resolve_model(self, model: str | None) -> str | None:
-        """The price-list model a usage model bills as, or None when it has no price."""
-        if not model:
+        """The price-list model a usage model bills as, or None when it has no price (also for a missing
+        model, which pandas may hand over as NaN rather than None)."""
+        if not isinstance(model, str) or not model:
             return None
         if model in self._models:
             return model
