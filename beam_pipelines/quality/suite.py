@@ -211,26 +211,30 @@ def _g_row_count(df, runs, min_value=None, max_value=None):
     return {r: _row_count(pd.DataFrame(index=range(n)), min_value, max_value) for r, n in sizes.items()}
 
 
+def _listed_per_run(values: pd.Series, flags: pd.Series, runs: pd.Series) -> dict:
+    """The distinct non-null ``values`` of flagged rows, per run, as sorted strings (first MAX_LISTED)."""
+    mask = flags.to_numpy(dtype=bool)
+    picked = pd.DataFrame({"run": runs.to_numpy()[mask], "value": values.to_numpy()[mask]}).dropna(subset=["value"])
+    return {r: sorted(map(str, group["value"].unique()))[:MAX_LISTED] for r, group in picked.groupby("run", sort=False)}
+
+
 def _g_not_in_set(df, runs, column, value_set, report_column=None):
     hits = df[column].isin(value_set)
-    counts = _per_run(hits, runs)
+    listed = _listed_per_run(df[report_column], hits, runs) if report_column else {}
     out = {}
-    for r, n in counts.items():
+    for r, n in _per_run(hits, runs).items():
         observed: dict = {"unexpected_count": int(n)}
         if report_column:
-            listed = df.loc[hits.to_numpy() & (runs == r).to_numpy(), report_column].dropna().unique() if n else []
-            observed[f"unexpected_{report_column}"] = sorted(map(str, listed))[:MAX_LISTED]
+            observed[f"unexpected_{report_column}"] = listed.get(r, [])
         out[r] = (n == 0, observed)
     return out
 
 
 def _g_in_set(df, runs, column, value_set):
     outside = df[column].notna() & ~df[column].isin(value_set)
-    out = {}
-    for r, n in _per_run(outside, runs).items():
-        listed = df.loc[outside.to_numpy() & (runs == r).to_numpy(), column].unique() if n else []
-        out[r] = (n == 0, {"unexpected_count": int(n), "unexpected_values": sorted(map(str, listed))[:MAX_LISTED]})
-    return out
+    listed = _listed_per_run(df[column], outside, runs)
+    return {r: (n == 0, {"unexpected_count": int(n), "unexpected_values": listed.get(r, [])})
+            for r, n in _per_run(outside, runs).items()}
 
 
 def _g_sum_of_columns(df, runs, column, sum_columns, tolerance=1e-6, ignore_null=True):

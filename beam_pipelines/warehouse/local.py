@@ -221,8 +221,7 @@ class LocalWarehouse(Warehouse):
                     path.unlink()
             for item in staged:
                 self._collect_garbage(folder, manifest, item.table)
-                shutil.rmtree(item.location, ignore_errors=True)
-            self._remove_empty_staging(folder, staged[0].run_id)
+            self._remove_empty_staging(folder, staged[0].run_id)  # one removal for all the run's emptied folders
         return tables
 
     def _adopt(self, folder: Path, manifest: dict, item: Staged, spec: TableSpec) -> list[Path]:
