@@ -12,8 +12,8 @@ requested days, so a failure half-way through, or an answer about another day, l
 behind: the org gets one failed :class:`StepEvent` and the other orgs carry on.
 
 A fetcher whose rows are small aggregates (``fleet_batches``: usage pages) has the rows of the
-orgs it finished gathered into :class:`RunsBatch` es of up to ``BATCH_ROWS`` rows, so pricing and
-FOCUS run once per thousands of rows rather than once per org.
+orgs it finished gathered into :class:`RunsBatch` es of about ``GATHER_ROWS`` rows, so pricing and
+FOCUS run once per thousands of rows rather than once per org, while later orgs are still fetched.
 """
 from __future__ import annotations
 
@@ -82,6 +82,10 @@ def check_unique_keys(frames: list, provider: str) -> None:
 
 
 BATCH_ROWS = 50_000  # rows per OrgBatch of aggregated usage: pages merge up to this (per-element overhead dominates)
+# Rows gathered from finished orgs before a RunsBatch goes downstream: enough that pandas' per-frame
+# cost is small per row, few enough that pricing, FOCUS and staging of the first orgs run (in this
+# thread) while later orgs are still being fetched (in the pool), instead of after the whole fetch.
+GATHER_ROWS = 5_000
 
 
 def coalesce(parts: list) -> list:
@@ -105,7 +109,7 @@ def coalesce(parts: list) -> list:
 
 
 class _RunsGatherer:
-    """Gathers whole orgs' frames into RunsBatches of about ``BATCH_ROWS`` rows (an org is never split)."""
+    """Gathers whole orgs' frames into RunsBatches of about ``GATHER_ROWS`` rows (an org is never split)."""
 
     def __init__(self):
         self._runs, self._frames, self._rows = [], [], 0
@@ -116,7 +120,7 @@ class _RunsGatherer:
                 self._runs.append((batch.org_slug, batch.run_id))
             self._frames.append(batch.rows)
             self._rows += len(batch.rows)
-        if self._rows >= BATCH_ROWS:
+        if self._rows >= GATHER_ROWS:
             yield from self.flush()
 
     def flush(self) -> Iterator[RunsBatch]:
