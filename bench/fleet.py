@@ -4,8 +4,9 @@ Project: `convergence run openai/cost/usage_cost --all-orgs` on the FnApiRunner 
 fetch, price, FOCUS, stage, one commit per org, run log), the simulator in its own process.
 Baseline: the fetching alone, in a plain script: the same pages of every org through a pool of the
 same size (64), nothing else, which is the floor a pipeline that only waits could reach. Every
-org's totals are checked against the simulator's data. A profile of a smaller run shows where the
-remaining time goes. Orgs via ``BENCH_FLEET_ORGS`` (default 1,000).
+org's totals are checked against the simulator's data. Where the time goes: a timeline of the run
+(when each step and the commits happened, from the run log), the pipeline's CPU seconds per org, and
+a profile of a smaller run. Orgs via ``BENCH_FLEET_ORGS`` (default 1,000).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import cProfile
 import io
 import os
 import pstats
+import resource
 import subprocess
 import sys
 import time
@@ -75,6 +77,23 @@ def _profile(settings, orgs: list[str]) -> str:
     return out.getvalue()
 
 
+def _timeline(steps: list[dict], runs: list[dict]) -> dict[str, tuple[float, float]]:
+    """Each step's first start and last end, and the commits' span, relative to the first fetch.
+
+    A step's end is when its event was made; fused steps run inside one another, so the spans overlap
+    and show when each kind of work happened rather than its exclusive cost (the profile shows that).
+    """
+    zero = min(s["started_at"] for s in steps)
+    spans = {}
+    for step in steps:
+        first, last = spans.get(step["step_id"], (step["started_at"], step["ended_at"]))
+        spans[step["step_id"]] = (min(first, step["started_at"]), max(last, step["ended_at"]))
+    ended = [r["ended_at"] for r in runs]
+    spans["commit (runs closed)"] = (min(ended), max(ended))
+    return {name: (round((a - zero).total_seconds(), 2), round((b - zero).total_seconds(), 2))
+            for name, (a, b) in sorted(spans.items(), key=lambda kv: kv[1])}
+
+
 def run(workdir: Path, orgs: int | None = None) -> dict:
     orgs = orgs or int(os.environ.get("BENCH_FLEET_ORGS", "1000"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -97,9 +116,12 @@ def run(workdir: Path, orgs: int | None = None) -> dict:
         print(f"[fleet] baseline: fetch every org's pages, {POOL} at once ...", flush=True)
         baseline = _baseline(settings.openai_base_url, [f"sk-admin-sim-{s}" for s in slugs])
         print(f"[fleet] pipeline: {orgs:,} orgs ...", flush=True)
+        cpu = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         result = run_pipeline(settings, RunRequest("openai/cost/usage_cost", all_orgs=True, start_date=DAY, end_date=DAY))
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_seconds = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
         failed = [r["org_slug"] for r in result.runs if r["status"] != "COMPLETED"]
         warehouse = LocalWarehouse(settings.warehouse_dir)
         wrong = []
@@ -109,8 +131,12 @@ def run(workdir: Path, orgs: int | None = None) -> dict:
             if got != expected:
                 wrong.append(slug)
         store = MetastoreSpec.from_settings(settings).open()
-        fetch_ms = [s["duration_ms"] for r in result.runs for s in store.list_steps(r["pipeline_logging_id"])
-                    if s["step_id"] == "extract_usage"]
+        steps = [s for r in result.runs for s in store.list_steps(r["pipeline_logging_id"])]
+        fetch_ms = [s["duration_ms"] for s in steps if s["step_id"] == "extract_usage"]
+        timeline = _timeline(steps, [store.get_run(r["pipeline_logging_id"]) for r in result.runs])
+        print("[fleet] where the time went (seconds after the first fetch started):", flush=True)
+        for name, (first, last) in timeline.items():
+            print(f"[fleet]   {name:20s} {first:7.2f} .. {last:7.2f}", flush=True)
         print("[fleet] profile of 100 more orgs (cumulative seconds per step function):", flush=True)
         extra = [f"prof{i:03d}" for i in range(100)]
         for slug in extra:
@@ -123,6 +149,8 @@ def run(workdir: Path, orgs: int | None = None) -> dict:
         "fetch_p50_ms": round(float(np.percentile(fetch_ms, 50)), 1), "fetch_p99_ms": round(float(np.percentile(fetch_ms, 99)), 1),
         "baseline_fetch_seconds": round(baseline, 2), "ratio_to_fetch_floor": round(seconds / baseline, 2),
         "goal_seconds": 10, "failed_orgs": len(failed), "orgs_with_wrong_totals": len(wrong),
+        "cpu_seconds": round(cpu_seconds, 2), "cpu_ms_per_org": round(cpu_seconds / orgs * 1000, 1),
+        "fetch_done_s": timeline["extract_usage"][1], "last_commit_s": timeline["commit (runs closed)"][1],
     }
     print(f"[fleet] {out}", flush=True)
     return out
