@@ -194,10 +194,11 @@ class LocalWarehouse(Warehouse):
             yield "", part
             return
         column = part.column(spec.partition_field)
-        for day in pc.unique(column).to_pylist():
+        days = pc.unique(column).to_pylist()
+        for day in days:
             if day is None:
                 raise WarehouseError(f"{spec.table}: rows without {spec.partition_field}")
-            piece = part.filter(pc.equal(column, day))
+            piece = part if len(days) == 1 else part.filter(pc.equal(column, day))  # one day: the usual case
             if spec.cluster_by:
                 piece = piece.sort_by([(c, "ascending") for c in spec.cluster_by])
             yield _key(spec, day, scope), piece
