@@ -207,3 +207,29 @@ def test_processes_committing_to_one_dataset_never_lose_each_others_tables(tmp_p
     procs = [subprocess.Popen([sys.executable, "-c", code, str(root), str(w)], cwd=os.getcwd()) for w in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert counts(LocalWarehouse(root)) == {D1: 1, D2: 2, D3: 3}
+
+
+def test_local_adopts_parts_that_prove_their_day_and_schema_and_refuses_others(tmp_path):
+    wh = LocalWarehouse(tmp_path / "wh")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+
+    def part(name, table):
+        pq.write_table(table, parts / name)
+        return str(parts / name)
+
+    good = [part("a.parquet", rows(3, D2)), part("b.parquet", rows(2, D2, row_key="x"))]
+    two_days = part("c.parquet", rows(2, D2).slice(0, 1).to_pandas().pipe(
+        lambda f: to_arrow(pd.concat([f, f.assign(usage_date=D3, row_key="y")]), SCHEMA, RAW.table)))
+    reordered = part("d.parquet", rows(2, D2).select(list(reversed(SCHEMA.names))))
+    assert wh.adopt_parts("acme_dev", RAW, "r1", [two_days], D2) is None, "a row of another day"
+    assert wh.adopt_parts("acme_dev", RAW, "r1", [reordered], D2) is None, "not the table's schema"
+    assert wh.adopt_parts("acme_dev", RAW, "r1", good + [two_days], D2) is None, "all or nothing"
+    assert all(os.path.exists(p) for p in good + [two_days, reordered]), "a refusal moves nothing"
+    staged = wh.adopt_parts("acme_dev", RAW, "r1", good, D2)
+    assert (staged.days, staged.rows) == ((D2,), 5) and not any(os.path.exists(p) for p in good)
+    assert wh.commit([staged]) == ["openai_usage_daily_raw"]
+    assert counts(wh) == {D2: 5}
+    focus = TableSpec("scoped", SCHEMA, "usage_date", (), "model")
+    assert wh.adopt_parts("acme_dev", focus, "r2", [part("e.parquet", rows(2, D1))], D1, scope="gpt-4o") is None
+    assert wh.adopt_parts("acme_dev", focus, "r2", [str(parts / "e.parquet")], D1, scope="gpt-5").rows == 2

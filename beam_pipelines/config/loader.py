@@ -93,7 +93,7 @@ def validate_steps(configs_dir: Path, source: str, config: PipelineConfig) -> di
             raise ConfigError(f"{source}: {where}.input: a {entry.kind} step needs an input step")
         if step.input is not None and kinds.get(step.input) == "load":
             raise ConfigError(f"{source}: {where}.input: cannot read the output of load step")
-        for field_name in ("schema_file", "pricing_file", "suite", "config", "etl_config"):
+        for field_name in ("schema_file", "staged_schema_file", "pricing_file", "suite", "config", "etl_config"):
             relative = getattr(options, field_name, None)
             if relative is None:
                 continue

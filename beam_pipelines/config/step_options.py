@@ -95,6 +95,8 @@ class AnthropicUsageOptions(HttpFetchOptions):
 
 class GcpBillingOptions(StrictModel):
     etl_config: str = Field("gcp/bq_etl/config.yml", description="export naming, trailing window, flatten options")
+    staged_schema_file: str = Field("gcp/bq_etl/schema_template.json",
+                             description="the flattened rows' table schema: parts are staged in it, ready to load as they are")
     page_rows: int = Field(100_000, ge=1_000, le=1_000_000, description="rows per batch read from the export")
     max_concurrency: int = Field(4, ge=1, le=64)
 

@@ -14,6 +14,7 @@ from datetime import datetime
 import apache_beam as beam
 import pyarrow as pa
 
+from beam_pipelines.config.schema import TableSchema, load_schema
 from beam_pipelines.gcp.config import load_bq_etl_config
 from beam_pipelines.gcp.flatten import Flattener
 from beam_pipelines.gcp.overlap import READ_ROWS, Writer, ahead
@@ -23,7 +24,9 @@ from beam_pipelines.staging import DayParts, remove_run, run_folder
 from beam_pipelines.transforms.elements import EVENTS, StagedRows, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.transforms.step import StepTransform
+from beam_pipelines.warehouse.arrow_schema import to_arrow
 
+RAW_TABLE = "gcp_billing_daily_raw"
 PART_ROWS = 50_000  # rows per staged part at most: the load holds a part whole (and its sorted copy)
 
 
@@ -37,9 +40,10 @@ class GcpBillingFetcher:
     provider = "gcp"
 
     def __init__(self, options, etl, loaded_at: datetime, staging_root: str, api_endpoint: str | None = None,
-                 job_project: str | None = None):
+                 job_project: str | None = None, schema: TableSchema | None = None):
         self.options = options
         self.etl = etl
+        self.schema = schema  # staged parts are cast to it: the load can then take them as they are
         self.loaded_at = loaded_at
         self.staging_root = staging_root
         self.api_endpoint = api_endpoint
@@ -49,7 +53,8 @@ class GcpBillingFetcher:
         source = export_source(credential, self.api_endpoint, self.job_project, self.etl.export_table)
         flatten = Flattener(self.etl.flatten)
         for batch in ahead(source.batches(item.start_date, item.end_date, min(self.options.page_rows, READ_ROWS))):
-            yield flatten(batch, item.org_slug, item.run_id, self.loaded_at)
+            rows = flatten(batch, item.org_slug, item.run_id, self.loaded_at)
+            yield rows if self.schema is None else to_arrow(rows, self.schema, RAW_TABLE)
 
     def fetch(self, item: WorkItem, credential: Credential) -> list[StagedRows]:
         parts = DayParts(run_folder(self.staging_root, item.run_id), min(self.options.page_rows, PART_ROWS))
@@ -69,8 +74,9 @@ class ExtractGcpBilling(StepTransform):
 
     def expand(self, work_items):
         etl = load_bq_etl_config(self.ctx.configs_dir / self.options.etl_config, self.options.etl_config)
+        schema = load_schema(self.ctx.configs_dir / self.options.staged_schema_file, self.options.staged_schema_file)
         fetcher = GcpBillingFetcher(self.options, etl, self.ctx.loaded_at, self.ctx.staging_root,
-                                    self.ctx.provider_base_urls.get("gcp_bigquery"), self.ctx.gcp_project or None)
+                                    self.ctx.provider_base_urls.get("gcp_bigquery"), self.ctx.gcp_project or None, schema)
         outputs = work_items | "DecryptAndRead" >> beam.ParDo(
             FetchOrgs(fetcher, self.step.step_id, self.step.ps_type, self.ctx, self.options.max_concurrency)
         ).with_outputs(EVENTS, main="main")

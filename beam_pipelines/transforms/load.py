@@ -78,15 +78,7 @@ class _Stage(beam.DoFn):
         started = datetime.now(timezone.utc)
         dataset = self._step.ctx.org_dataset(org_slug)
         try:
-            scope, expected = None, self._step.options.scope_value
-            if self._spec.scope_field and expected is not None:  # stated: check each part as it streams by
-                scope, parts = expected, (scoped(part, self._spec, expected) for part in arrow_parts(batches, self._spec))
-            elif self._spec.scope_field:
-                parts = list(arrow_parts(batches, self._spec))
-                scope = scope_of(parts, self._spec)
-            else:
-                parts = arrow_parts(batches, self._spec)
-            staged = self._warehouse.stage(dataset, self._spec, run_id, parts, scope=scope)
+            staged = self._adopted(dataset, run_id, batches) or self._rewritten(dataset, run_id, batches)
         except Exception as exc:
             yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(run_id, org_slug, error=one_line_error(exc),
                                                                     started_at=started, table=self._spec.table))
@@ -97,6 +89,28 @@ class _Stage(beam.DoFn):
         yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(
             run_id, org_slug, rows=rows, started_at=started, table=self._spec.table, staged={self._spec.table: rows},
             days=[d.isoformat() for d in (staged.days if staged else ())]))
+
+
+    def _adopted(self, dataset: str, run_id: str, batches: list):
+        """A run's day of staged parts (billing) handed to the warehouse as files, if it can take them."""
+        parts, scope = [b.rows for b in batches], self._step.options.scope_value
+        if not parts or not all(isinstance(p, StagedRows) for p in parts) or len({p.day for p in parts}) != 1:
+            return None
+        if self._spec.scope_field and scope is None:
+            return None
+        return self._warehouse.adopt_parts(dataset, self._spec, run_id, [p.path for p in parts], parts[0].day, scope)
+
+    def _rewritten(self, dataset: str, run_id: str, batches: list):
+        """The rows cast to the table's schema and written by the warehouse."""
+        scope, expected = None, self._step.options.scope_value
+        if self._spec.scope_field and expected is not None:  # stated: check each part as it streams by
+            scope, parts = expected, (scoped(part, self._spec, expected) for part in arrow_parts(batches, self._spec))
+        elif self._spec.scope_field:
+            parts = list(arrow_parts(batches, self._spec))
+            scope = scope_of(parts, self._spec)
+        else:
+            parts = arrow_parts(batches, self._spec)
+        return self._warehouse.stage(dataset, self._spec, run_id, parts, scope=scope)
 
 
 class _StageRuns(_Stage):

@@ -89,6 +89,13 @@ class Warehouse(abc.ABC):
               scope: str | None = None) -> Staged | None:
         """Stage rows (already cast to the table's Arrow schema); None when there are none."""
 
+    def adopt_parts(self, dataset: str, spec: TableSpec, run_id: str, paths: list[str], day: date | None,
+                    scope: str | None = None) -> Staged | None:
+        """Stage Parquet files written earlier in the run (a billing day's parts) as they are, when they
+        provably hold the table's rows for ``day`` and ``scope``; None when this warehouse cannot (the
+        caller then reads and stages the rows). Files adopted are moved: the caller no longer owns them."""
+        return None
+
     @abc.abstractmethod
     def stage_empty(self, dataset: str, spec: TableSpec, run_id: str, scope: str | None = None) -> Staged:
         """A staged table with no rows, whose commit clears the days it is given (see ``Staged.days``)."""

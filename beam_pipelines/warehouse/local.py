@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_pipelines.errors import WarehouseError
+from beam_pipelines.warehouse.arrow_schema import arrow_schema
 from beam_pipelines.warehouse.base import CommitError, DayStats, Staged, TableSpec, Warehouse
 
 NAME = re.compile(r"^[a-z0-9_]+$")
@@ -64,6 +65,18 @@ def _parquet_files(folder: Path) -> list[Path]:
     """Every Parquet file under ``folder``, sorted (``os.walk``: pathlib's rglob cost a fleet's commits
     more than their writes)."""
     return sorted(Path(root) / name for root, _, names in os.walk(folder) for name in names if name.endswith(".parquet"))
+
+
+def _only(meta: pq.FileMetaData, column: str, value) -> bool:
+    """Whether the file's statistics prove every row's ``column`` equals ``value`` (no NULLs)."""
+    index = meta.schema.names.index(column) if column in meta.schema.names else -1
+    if index < 0:
+        return False
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(index).statistics
+        if stats is None or not stats.has_min_max or stats.null_count or stats.min != value or stats.max != value:
+            return False
+    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -182,6 +195,31 @@ class LocalWarehouse(Warehouse):
             return None
         days = tuple(sorted(d for d in (_key_day(k) for k in writers) if d is not None))
         return Staged(dataset, spec.table, run_id, days, rows, scope, str(folder), spec)
+
+    def adopt_parts(self, dataset, spec, run_id, paths, day, scope=None) -> Staged | None:
+        """Moves the parts into the run's staging when each is a local Parquet file with exactly the
+        table's Arrow schema whose statistics show only ``day`` (and ``scope``) in the partition (and
+        scope) column: rewriting a billing day only re-sorted it by the clustering columns, which adopted
+        parts are not. Anything else, or statistics missing: None, and nothing is moved."""
+        if spec.partition_field is None or day is None or any(str(p).startswith("gs://") for p in paths):
+            return None
+        target = arrow_schema(spec.schema)
+        rows = 0
+        for path in paths:
+            meta = pq.ParquetFile(path).metadata
+            if not meta.schema.to_arrow_schema().equals(target) or not _only(meta, spec.partition_field, day):
+                return None
+            if spec.scope_field and not _only(meta, spec.scope_field, scope):
+                return None
+            rows += meta.num_rows
+        if not rows:
+            return None
+        location = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
+        folder = location / _key(spec, day, scope)
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            shutil.move(path, folder / f"part-{uuid.uuid4().hex}.parquet")
+        return Staged(dataset, spec.table, run_id, (day,), rows, scope, str(location), spec)
 
     def stage_empty(self, dataset, spec, run_id, scope=None) -> Staged:
         folder = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
