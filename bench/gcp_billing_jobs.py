@@ -11,7 +11,13 @@ DAY = date(2026, 3, 2)
 
 
 def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's own peak RSS. Not ``ru_maxrss``: Linux carries it across fork and exec, so a job
+    started by a bench process that already held 1 GB reported 1 GB whatever it used itself."""
+    try:
+        with open("/proc/self/status") as fh:
+            return round(next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024, 1)
+    except (OSError, StopIteration):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def pipeline(export: str) -> dict:

@@ -115,17 +115,18 @@ def _timed(spent: Counter):
 
 @contextmanager
 def _logging_as_served():
-    """JSON lines at INFO, as ``convergence serve`` writes them (here to /dev/null); undone after."""
+    """JSON lines at INFO, as ``convergence serve`` writes them (here to /dev/null), and only those: a
+    handler an earlier case left on the root logger would print every request; undone after."""
     root = logging.getLogger()
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - closed below
     handler.setFormatter(JsonFormatter())
-    level = root.level
-    root.addHandler(handler)
+    level, handlers = root.level, root.handlers[:]
+    root.handlers = [handler]
     root.setLevel(logging.INFO)
     try:
         yield
     finally:
-        root.removeHandler(handler)
+        root.handlers = handlers
         root.setLevel(level)
         handler.stream.close()
 
