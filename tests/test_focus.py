@@ -341,3 +341,18 @@ def test_unpriced_usage_is_counted_per_run_as_for_each_run_alone():
         alone = _unpriced(OPENAI, rows[rows["pricing_status"] != "PRICED"])
         assert per_run.get(run_id, {}) == alone
     assert set(per_run) == {"r1"} and {"no-such-model", "(none)"} <= set(per_run["r1"]), "a missing model is unpriced, not an error"
+
+
+def test_focus_rows_built_straight_in_arrow_equal_the_frame_cast_to_the_table():
+    from beam_pipelines.focus.llm import focus_rows
+
+    for source, cost, prices in (
+        (OPENAI, price_openai_usage(openai_raw(), OPENAI_PRICES, NOW), OPENAI_PRICES),
+        (ANTHROPIC, price_anthropic_usage(anthropic_raw(), ANTHROPIC_PRICES, NOW), ANTHROPIC_PRICES),
+    ):
+        frame, unpriced = focus_rows(source, cost, *price_list_rates(prices), loaded_at=NOW)
+        table, same = focus_rows(source, cost, *price_list_rates(prices), loaded_at=NOW, as_arrow=True)
+        assert unpriced == same and table.num_rows == len(frame) > 0
+        assert table.equals(to_arrow(frame, focus_schema(), "focus_cost_daily")), source.key
+        empty, _ = focus_rows(source, cost.head(0), *price_list_rates(prices), loaded_at=NOW, as_arrow=True)
+        assert empty.num_rows == 0 and empty.schema.equals(table.schema)

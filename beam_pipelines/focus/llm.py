@@ -43,8 +43,9 @@ from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from beam_pipelines.focus.columns import build_frame, month_bounds
+from beam_pipelines.focus.columns import build_frame, build_table, month_bounds
 from beam_pipelines.pricing import anthropic_cost, openai_cost
 from beam_pipelines.pricing.money import cost_nano, pico_per_token, usd
 
@@ -126,7 +127,10 @@ def price_list_rates(prices) -> tuple[ListRate, ContractedRate]:
 
 
 def focus_rows(source: Source, cost_df: pd.DataFrame, list_rate: ListRate, contracted_rate: ContractedRate | None = None, *,
-               run_id: str | None = None, loaded_at: datetime | None = None) -> tuple[pd.DataFrame, Unpriced]:
+               run_id: str | None = None, loaded_at: datetime | None = None,
+               as_arrow: bool = False) -> tuple[pd.DataFrame | pa.Table, Unpriced]:
+    """FOCUS rows of a cost batch and what it could not price; ``as_arrow``: as a table in
+    ``focus_cost_daily``'s Arrow schema (rows on their way to be staged) instead of a DataFrame."""
     cost_df = cost_df.reset_index(drop=True)
     priced = (cost_df["pricing_status"].astype(object) == PRICED).to_numpy(dtype=bool)
     unpriced = _unpriced(source, cost_df[~priced])
@@ -134,7 +138,8 @@ def focus_rows(source: Source, cost_df: pd.DataFrame, list_rate: ListRate, contr
     overrides = rows["price_version"].fillna("").astype(str).str.contains(ORG_OVERRIDE, regex=False).to_numpy(dtype=bool)
     if overrides.any() and contracted_rate is None:
         raise ValueError(f"{source.key}: rows priced at an org's override need contracted_rate to state the contracted price")
-    return _long_rows(source, rows, overrides, list_rate, contracted_rate, run_id, loaded_at), unpriced
+    build = build_table if as_arrow else build_frame
+    return _long_rows(source, rows, overrides, list_rate, contracted_rate, run_id, loaded_at, build), unpriced
 
 
 def unpriced_by_run(source: Source, cost_df: pd.DataFrame) -> dict[str, Unpriced]:
@@ -188,7 +193,8 @@ def _unit_price(rate: Decimal | None, per_request: bool) -> Decimal | None:
 
 
 def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_rate: ListRate,
-               contracted_rate: ContractedRate | None, run_id: str | None, loaded_at: datetime | None) -> pd.DataFrame:
+               contracted_rate: ContractedRate | None, run_id: str | None, loaded_at: datetime | None,
+               build=build_frame) -> pd.DataFrame | pa.Table:
     """Every (cost row, class) with a nonzero quantity, in source-row then class order, built as one frame:
     a page of usage becomes a few hundred FOCUS rows, and pandas' cost is per frame, not per row."""
     picks = []
@@ -198,7 +204,7 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
             nonzero = np.nonzero(quantity)[0]
             picks.append((nonzero, np.full(len(nonzero), order), quantity[nonzero]))
     if not picks or not sum(len(p[0]) for p in picks):
-        return build_frame({}, 0)
+        return build({}, 0)
     src = np.concatenate([p[0] for p in picks])
     cls = np.concatenate([p[1] for p in picks])
     quantity = np.concatenate([p[2] for p in picks])
@@ -283,7 +289,7 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
         "x_PriceVersion": price_version, "x_PricingStatus": PRICED, "x_TokenClass": np.array(names, dtype=object),
         "x_Model": model, "x_ApiKeyId": column("api_key_id"),
     }
-    return build_frame(values, n)
+    return build(values, n)
 
 
 def _plain(value: Decimal | None) -> str:

@@ -64,7 +64,7 @@ class OrgBatch(NamedTuple):
 
 class RunsBatch(NamedTuple):
     runs: tuple[tuple[str, str], ...]  # (org_slug, run_id) of every run with rows in ``rows``
-    rows: pd.DataFrame  # carries org_slug and run_id columns
+    rows: pd.DataFrame | pa.Table  # carries org_slug and run_id columns (x_RunId: FOCUS rows, in Arrow)
 
 
 class RunsBatchCoder(beam.coders.Coder):
@@ -85,7 +85,9 @@ class RunsBatchCoder(beam.coders.Coder):
         return False
 
     def estimate_size(self, value: RunsBatch) -> int:
-        return int(value.rows.memory_usage(index=False, deep=False).sum()) + 64 * len(value.runs)
+        rows = value.rows
+        size = rows.nbytes if isinstance(rows, pa.Table) else rows.memory_usage(index=False, deep=False).sum()
+        return int(size) + 64 * len(value.runs)
 
     def to_type_hint(self):
         return RunsBatch

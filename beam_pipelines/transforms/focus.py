@@ -55,7 +55,7 @@ class FocusFromCosts(OrgPricedStep):
         return rows, {"unpriced": unpriced} if unpriced else {}
 
     def work_runs(self, rows: pd.DataFrame, prices) -> tuple[pd.DataFrame, dict[str, dict]]:
-        focus, _ = focus_rows(self.source, rows, *price_list_rates(prices), loaded_at=self.ctx.loaded_at)
+        focus, _ = focus_rows(self.source, rows, *price_list_rates(prices), loaded_at=self.ctx.loaded_at, as_arrow=True)
         if self.options.validate_rows and len(focus):
             check_focus(focus)
         return focus, {run_id: {"unpriced": unpriced} for run_id, unpriced in unpriced_by_run(self.source, rows).items()}
