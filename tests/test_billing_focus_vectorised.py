@@ -2,7 +2,8 @@
 
 ``reference_focus_rows`` below is the per-row implementation of ``beam_pipelines/focus/gcp.py`` as it
 stood before the mapping was vectorised, kept verbatim as this test's oracle (only its lookup tables
-are imported from the module, so a table edited there is edited for both). The two are compared
+and the per-value helpers the module still applies unchanged, once per distinct value, are imported
+from it, so a table or helper edited there is edited for both). The two are compared
 value for value, after the load's cast to ``focus_cost_daily``, on generated export days (credits of
 every generated type including committed use discounts, EUR and USD accounts, negative and zero
 costs, a month-end day billed across two invoice months, late rows) and on hand-made rows for what a
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, timezone
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from functools import lru_cache
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import numpy as np
 import pandas as pd
@@ -34,8 +34,10 @@ from beam_pipelines.focus.gcp import (
     REGIONS,
     SERVICES,
     SOURCE_COLUMNS,
-    TIME_UNITS,
-    UNIT_WORDS,
+    _resource_type,
+    _tags,
+    _unit,
+    _unit_price,
     focus_rows_gcp,
 )
 from beam_pipelines.gcp.config import FlattenOptions, load_bq_etl_config
@@ -400,63 +402,7 @@ def _credit_rows(base: pd.DataFrame, credits: list[dict], index: list[int]) -> p
     return build_frame(values, len(credits))
 
 
-def _resource_type(global_name: str | None) -> str | None:
-    """``//compute.googleapis.com/projects/p/zones/z/instances/vm`` → ``compute.googleapis.com/instances``."""
-    if not global_name:
-        return None
-    parts = global_name.lstrip("/").split("/")
-    return f"{parts[0]}/{parts[-2]}" if len(parts) >= 3 else parts[0]
-
-
 def _invoice_month(months: np.ndarray, start: pd.Series) -> pd.Series:
     usage_month = start.dt.tz_localize(None).dt.to_period("M").dt.to_timestamp()
     parsed = pd.to_datetime(pd.Series(months, dtype=object), format="%Y%m", errors="coerce")
     return parsed.where(parsed.notna(), usage_month).dt.tz_localize("UTC")
-
-
-def _unit_price(cost: Decimal | None, quantity: Decimal | None) -> Decimal | None:
-    if cost is None or quantity is None:
-        return None
-    if quantity == 0:
-        return Decimal(0).quantize(NANO) if cost == 0 else None
-    try:
-        return (cost / quantity).quantize(NANO, ROUND_HALF_EVEN)
-    except InvalidOperation:
-        return None
-
-
-@lru_cache(maxsize=1024)
-def _unit(unit: str | None) -> str | None:
-    """Google's unit ("gibibyte month", "byte-seconds", "hour") → UnitFormat ("GiB-Months", "B-Seconds", "Hours")."""
-    if not unit:
-        return None
-    words = [UNIT_WORDS.get(w.lower(), w[:1].upper() + w[1:]) for w in unit.replace("-", " ").split()]
-    if len(words) == 2 and words[1] in TIME_UNITS:
-        return f"{words[0]}-{words[1]}"
-    return " ".join(words)
-
-
-@lru_cache(maxsize=4096)
-def _tags(labels, project_labels, system_labels, tags) -> str | None:
-    finalized: dict[str, object] = {}
-    for source in (project_labels, labels, system_labels):  # later wins: a resource label overrides the project's
-        for key, value in _pairs(source):
-            finalized[key] = True if value in (None, "") else value
-    for tag in _parsed(tags):
-        key = f"{tag['namespace']}/{tag['key']}" if tag.get("namespace") else tag["key"]
-        finalized[key] = True if tag.get("value") in (None, "") else tag["value"]
-    return json.dumps(finalized, sort_keys=True, ensure_ascii=False) if finalized else None
-
-
-def _parsed(text):
-    if text is None or text == "":
-        return []
-    return json.loads(text) if isinstance(text, str) else text
-
-
-def _pairs(text) -> list[tuple[str, object]]:
-    """Labels as the flattener writes them (a JSON array of {key, value}) or as a JSON object."""
-    parsed = _parsed(text)
-    if isinstance(parsed, dict):
-        return list(parsed.items())
-    return [(p["key"], p.get("value")) for p in parsed]
