@@ -16,7 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from beam_pipelines.quality.suite import CHECKS, Result, Suite, _jsonable, columns_used
+from beam_pipelines.quality.suite import Result, Suite, _jsonable, columns_used
+from beam_pipelines.quality.suite import check as pandas_check
 
 _EXACT = pa.decimal256(60, 9)  # room for sums of NUMERIC values
 
@@ -33,7 +34,7 @@ def evaluate_table(suite: Suite, table: pa.Table) -> list[Result]:
         check = ARROW_CHECKS.get(expectation.expectation_type)
         outcome = check(table, **expectation.kwargs) if check else None
         if outcome is None:
-            outcome = CHECKS[expectation.expectation_type](_frame(table, used), **expectation.kwargs)
+            outcome = pandas_check(expectation.expectation_type, _frame(table, used), **expectation.kwargs)
         success, observed = outcome
         results.append(Result(expectation, bool(success), _jsonable(observed)))
     return results

@@ -45,46 +45,75 @@ class Result:
     observed: object
 
 
-def _not_null(df: pd.DataFrame, column: str) -> tuple[bool, object]:
-    nulls = int(df[column].isna().sum())
-    return nulls == 0, {"null_count": nulls}
+@dataclass(frozen=True)
+class Groups:
+    """Which group each row belongs to (``keys``) and every group to report (``ids``, in order, a group
+    without rows included). One frame is one group; a fleet batch has a group per run. Every check is
+    written once, grouped: a check per run would cost a fleet a thousand passes over tiny frames."""
+
+    keys: np.ndarray
+    ids: list
+
+    def count(self, flags) -> dict:
+        """Rows flagged True, per group."""
+        sums = pd.Series(np.asarray(flags, dtype=np.int64)).groupby(self.keys, sort=False).sum()
+        return {g: int(sums.get(g, 0)) for g in self.ids}
+
+    def listed(self, values: pd.Series, flags) -> dict:
+        """The distinct non-null ``values`` of flagged rows, per group, as sorted strings (first MAX_LISTED)."""
+        mask = np.asarray(flags, dtype=bool)
+        picked = pd.DataFrame({"group": self.keys[mask], "value": values.to_numpy()[mask]}).dropna(subset=["value"])
+        found = {g: sorted(map(str, rows["value"].unique()))[:MAX_LISTED] for g, rows in picked.groupby("group", sort=False)}
+        return {g: found.get(g, []) for g in self.ids}
 
 
-def _between(df: pd.DataFrame, column: str, min_value=None, max_value=None) -> tuple[bool, object]:
-    values = pd.to_numeric(df[column], errors="coerce").dropna()
-    bad = pd.Series(False, index=values.index)
+def _not_null(df: pd.DataFrame, groups: Groups, column: str) -> dict:
+    return {g: (n == 0, {"null_count": n}) for g, n in groups.count(df[column].isna()).items()}
+
+
+def _between(df: pd.DataFrame, groups: Groups, column: str, min_value=None, max_value=None) -> dict:
+    values = pd.Series(pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float))
+    bad = np.zeros(len(df), dtype=bool)
     if min_value is not None:
-        bad |= values < min_value
+        bad |= (values < min_value).to_numpy()
     if max_value is not None:
-        bad |= values > max_value
-    return not bad.any(), {"unexpected_count": int(bad.sum()),
-                           "min": None if values.empty else float(values.min()),
-                           "max": None if values.empty else float(values.max())}
+        bad |= (values > max_value).to_numpy()
+    low, high = values.groupby(groups.keys, sort=False).min(), values.groupby(groups.keys, sort=False).max()
+
+    def bound(series: pd.Series, g) -> float | None:
+        value = series.get(g)
+        return None if value is None or pd.isna(value) else float(value)
+
+    return {g: (n == 0, {"unexpected_count": n, "min": bound(low, g), "max": bound(high, g)})
+            for g, n in groups.count(bad).items()}
 
 
-def _compound_unique(df: pd.DataFrame, column_list: list[str]) -> tuple[bool, object]:
-    duplicated = int(df.duplicated(subset=column_list, keep=False).sum())
-    return duplicated == 0, {"duplicated_rows": duplicated}
+def _compound_unique(df: pd.DataFrame, groups: Groups, column_list: list[str]) -> dict:
+    keyed = df[column_list].reset_index(drop=True).assign(__group__=groups.keys)
+    return {g: (n == 0, {"duplicated_rows": n}) for g, n in groups.count(keyed.duplicated(keep=False)).items()}
 
 
-def _row_count(df: pd.DataFrame, min_value=None, max_value=None) -> tuple[bool, object]:
-    n = len(df)
-    ok = (min_value is None or n >= min_value) and (max_value is None or n <= max_value)
-    return ok, {"row_count": n}
+def _row_count(df: pd.DataFrame, groups: Groups, min_value=None, max_value=None) -> dict:
+    return {g: ((min_value is None or n >= min_value) and (max_value is None or n <= max_value), {"row_count": n})
+            for g, n in groups.count(np.ones(len(df), dtype=bool)).items()}
 
 
-def _not_in_set(df: pd.DataFrame, column: str, value_set: list, report_column: str | None = None) -> tuple[bool, object]:
-    hits = df[df[column].isin(value_set)]
-    observed: dict = {"unexpected_count": len(hits)}
-    if report_column:
-        observed[f"unexpected_{report_column}"] = sorted(map(str, hits[report_column].dropna().unique()))[:MAX_LISTED]
-    return hits.empty, observed
+def _not_in_set(df: pd.DataFrame, groups: Groups, column: str, value_set: list, report_column: str | None = None) -> dict:
+    hits = df[column].isin(value_set).to_numpy()
+    listed = groups.listed(df[report_column], hits) if report_column else {}
+    out = {}
+    for g, n in groups.count(hits).items():
+        observed: dict = {"unexpected_count": n}
+        if report_column:
+            observed[f"unexpected_{report_column}"] = listed[g]
+        out[g] = (n == 0, observed)
+    return out
 
 
-def _in_set(df: pd.DataFrame, column: str, value_set: list) -> tuple[bool, object]:
-    outside = df[df[column].notna() & ~df[column].isin(value_set)]
-    return outside.empty, {"unexpected_count": len(outside),
-                           "unexpected_values": sorted(map(str, outside[column].unique()))[:MAX_LISTED]}
+def _in_set(df: pd.DataFrame, groups: Groups, column: str, value_set: list) -> dict:
+    outside = (df[column].notna() & ~df[column].isin(value_set)).to_numpy()
+    listed = groups.listed(df[column], outside)
+    return {g: (n == 0, {"unexpected_count": n, "unexpected_values": listed[g]}) for g, n in groups.count(outside).items()}
 
 
 def _exact(series: pd.Series) -> pd.Series:
@@ -94,14 +123,18 @@ def _exact(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce")
 
 
-def _sum_of_columns(df: pd.DataFrame, column: str, sum_columns: list[str], tolerance: float = 1e-6,
-                    ignore_null: bool = True) -> tuple[bool, object]:
-    total = _exact(df[column])
-    parts = sum(_exact(df[c]).fillna(0) for c in sum_columns)
-    mask = total.notna() if ignore_null else pd.Series(True, index=df.index)
+def _sum_of_columns(df: pd.DataFrame, groups: Groups, column: str, sum_columns: list[str], tolerance: float = 1e-6,
+                    ignore_null: bool = True) -> dict:
+    total = _exact(df[column].reset_index(drop=True))
+    parts = sum(_exact(df[c].reset_index(drop=True)).fillna(0) for c in sum_columns)
+    mask = total.notna().to_numpy(dtype=bool) if ignore_null else np.ones(len(df), dtype=bool)
     diff = (total - parts)[mask].map(abs)
     bad = diff > Decimal(str(tolerance)) if diff.dtype == object else diff > tolerance
-    return not bad.any(), {"unexpected_count": int(bad.sum()), "max_difference": str(diff.max()) if len(diff) else "0"}
+    unexpected = bad.astype("int64").groupby(groups.keys[mask], sort=False).sum()
+    largest = {g: max(rows) for g, rows in diff.groupby(groups.keys[mask], sort=False)}
+    return {g: (int(unexpected.get(g, 0)) == 0, {"unexpected_count": int(unexpected.get(g, 0)),
+                                                 "max_difference": str(largest[g]) if g in largest else "0"})
+            for g in groups.ids}
 
 
 CHECKS: dict[str, Callable] = {
@@ -113,6 +146,11 @@ CHECKS: dict[str, Callable] = {
     "expect_column_values_to_be_in_set": _in_set,
     "expect_column_to_equal_sum_of_columns": _sum_of_columns,
 }
+
+
+def check(kind: str, frame: pd.DataFrame, **kwargs) -> tuple[bool, object]:
+    """One expectation on one frame: (success, observed)."""
+    return CHECKS[kind](frame, Groups(np.zeros(len(frame), dtype=np.int64), [0]), **kwargs)[0]
 
 
 def load_suite(path: Path, display: str) -> Suite:
@@ -132,7 +170,7 @@ def load_suite(path: Path, display: str) -> Suite:
         try:  # bind kwargs now, so a typo is a config error rather than a run-time one
             import inspect
 
-            inspect.signature(CHECKS[kind]).bind(None, **kwargs)
+            inspect.signature(CHECKS[kind]).bind(None, None, **kwargs)
         except TypeError as exc:
             raise ConfigError(f"{where}.kwargs: {exc}") from None
         expectations.append(Expectation(kind, kwargs, severity))
@@ -145,121 +183,29 @@ def columns_used(expectation: Expectation) -> set[str]:
 
 
 def evaluate(suite: Suite, frame: pd.DataFrame) -> list[Result]:
-    results = []
-    for expectation in suite.expectations:
-        missing = sorted(columns_used(expectation) - set(frame.columns))
-        if missing:
-            results.append(Result(expectation, False, {"missing_columns": missing}))
-            continue
-        success, observed = CHECKS[expectation.expectation_type](frame, **expectation.kwargs)
-        results.append(Result(expectation, bool(success), _jsonable(observed)))
-    return results
+    return _evaluate_groups(suite, frame, Groups(np.zeros(len(frame), dtype=np.int64), [0]))[0]
 
 
 def evaluate_runs(suite: Suite, frame: pd.DataFrame, run_column: str = "run_id") -> dict[str, list[Result]]:
-    """``evaluate`` for every run of a many-run frame at once: each run's results are exactly what
-    ``evaluate`` gives on that run's rows alone, computed with one grouped pass per expectation
-    (a fleet's orgs have a few dozen rows each; a pass per org would cost a thousand times more)."""
-    runs = frame[run_column].astype(object)
-    run_ids = list(dict.fromkeys(runs))
-    out: dict[str, list[Result]] = {r: [] for r in run_ids}
+    """``evaluate`` for every run of a many-run frame at once: each run's results are what ``evaluate``
+    gives on that run's rows alone, with one grouped pass per expectation."""
+    keys = frame[run_column].astype(object).to_numpy()
+    return _evaluate_groups(suite, frame, Groups(keys, list(dict.fromkeys(keys))))
+
+
+def _evaluate_groups(suite: Suite, frame: pd.DataFrame, groups: Groups) -> dict:
+    out: dict = {g: [] for g in groups.ids}
     for expectation in suite.expectations:
         missing = sorted(columns_used(expectation) - set(frame.columns))
-        for run_id in run_ids:
-            if missing:
-                out[run_id].append(Result(expectation, False, {"missing_columns": missing}))
         if missing:
+            for g in groups.ids:
+                out[g].append(Result(expectation, False, {"missing_columns": missing}))
             continue
-        observed = GROUPED[expectation.expectation_type](frame, runs, **expectation.kwargs)
-        for run_id in run_ids:
-            success, value = observed[run_id]
-            out[run_id].append(Result(expectation, bool(success), _jsonable(value)))
+        observed = CHECKS[expectation.expectation_type](frame, groups, **expectation.kwargs)
+        for g in groups.ids:
+            success, value = observed[g]
+            out[g].append(Result(expectation, bool(success), _jsonable(value)))
     return out
-
-
-def _per_run(flags: pd.Series, runs: pd.Series) -> dict:
-    return flags.astype("int64").groupby(runs.to_numpy(), sort=False).sum().to_dict()
-
-
-def _g_not_null(df, runs, column):
-    nulls = _per_run(df[column].isna(), runs)
-    return {r: (n == 0, {"null_count": int(n)}) for r, n in nulls.items()}
-
-
-def _g_between(df, runs, column, min_value=None, max_value=None):
-    values = pd.to_numeric(df[column], errors="coerce")
-    bad = pd.Series(False, index=df.index)
-    if min_value is not None:
-        bad |= values < min_value
-    if max_value is not None:
-        bad |= values > max_value
-    keys = runs.to_numpy()
-    unexpected = _per_run(bad, runs)
-    low, high = values.groupby(keys, sort=False).min(), values.groupby(keys, sort=False).max()
-    return {r: (n == 0, {"unexpected_count": int(n), "min": None if pd.isna(low[r]) else float(low[r]),
-                         "max": None if pd.isna(high[r]) else float(high[r])}) for r, n in unexpected.items()}
-
-
-def _g_compound_unique(df, runs, column_list):
-    keyed = df[column_list].assign(_run=runs.to_numpy())
-    duplicated = _per_run(keyed.duplicated(keep=False), runs)
-    return {r: (n == 0, {"duplicated_rows": int(n)}) for r, n in duplicated.items()}
-
-
-def _g_row_count(df, runs, min_value=None, max_value=None):
-    sizes = runs.groupby(runs.to_numpy(), sort=False).size().to_dict()
-    return {r: _row_count(pd.DataFrame(index=range(n)), min_value, max_value) for r, n in sizes.items()}
-
-
-def _listed_per_run(values: pd.Series, flags: pd.Series, runs: pd.Series) -> dict:
-    """The distinct non-null ``values`` of flagged rows, per run, as sorted strings (first MAX_LISTED)."""
-    mask = flags.to_numpy(dtype=bool)
-    picked = pd.DataFrame({"run": runs.to_numpy()[mask], "value": values.to_numpy()[mask]}).dropna(subset=["value"])
-    return {r: sorted(map(str, group["value"].unique()))[:MAX_LISTED] for r, group in picked.groupby("run", sort=False)}
-
-
-def _g_not_in_set(df, runs, column, value_set, report_column=None):
-    hits = df[column].isin(value_set)
-    listed = _listed_per_run(df[report_column], hits, runs) if report_column else {}
-    out = {}
-    for r, n in _per_run(hits, runs).items():
-        observed: dict = {"unexpected_count": int(n)}
-        if report_column:
-            observed[f"unexpected_{report_column}"] = listed.get(r, [])
-        out[r] = (n == 0, observed)
-    return out
-
-
-def _g_in_set(df, runs, column, value_set):
-    outside = df[column].notna() & ~df[column].isin(value_set)
-    listed = _listed_per_run(df[column], outside, runs)
-    return {r: (n == 0, {"unexpected_count": int(n), "unexpected_values": listed.get(r, [])})
-            for r, n in _per_run(outside, runs).items()}
-
-
-def _g_sum_of_columns(df, runs, column, sum_columns, tolerance=1e-6, ignore_null=True):
-    total = _exact(df[column])
-    parts = sum(_exact(df[c]).fillna(0) for c in sum_columns)
-    mask = (total.notna() if ignore_null else pd.Series(True, index=df.index)).to_numpy(dtype=bool)
-    diff = (total - parts)[mask].map(abs)
-    bad = diff > Decimal(str(tolerance)) if diff.dtype == object else diff > tolerance
-    keys = runs.to_numpy()
-    unexpected = bad.astype("int64").groupby(keys[mask], sort=False).sum().to_dict()
-    largest = {r: max(group) for r, group in diff.groupby(keys[mask], sort=False)}
-    return {r: (unexpected.get(r, 0) == 0, {"unexpected_count": int(unexpected.get(r, 0)),
-                                            "max_difference": str(largest[r]) if r in largest else "0"})
-            for r in dict.fromkeys(keys)}
-
-
-GROUPED: dict[str, Callable] = {
-    "expect_column_values_to_not_be_null": _g_not_null,
-    "expect_column_values_to_be_between": _g_between,
-    "expect_compound_columns_to_be_unique": _g_compound_unique,
-    "expect_table_row_count_to_be_between": _g_row_count,
-    "expect_column_values_to_not_be_in_set": _g_not_in_set,
-    "expect_column_values_to_be_in_set": _g_in_set,
-    "expect_column_to_equal_sum_of_columns": _g_sum_of_columns,
-}
 
 
 def _jsonable(value):
