@@ -73,6 +73,7 @@ class Settings:
     sink: str = "local"  # local (Parquet warehouse) | bigquery
     metastore: str = "sqlite"  # sqlite | bigquery
     staging_location: str = ""  # gs:// folder for staged billing parts (default: $CONVERGENCE_HOME/staging)
+    local_workers: int = 0  # processes a large local job spreads its orgs over (0: one per core)
     notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
@@ -121,6 +122,17 @@ def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _count(name: str, default: int) -> int:
+    value = _env(name, str(default))
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a whole number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name}: must be 0 or more, got {number}")
+    return number
+
+
 def load_settings(configs_dir: str | os.PathLike | None = None) -> Settings:
     """Build settings from the environment; ``configs_dir`` (``--configs``) wins over the env."""
     from beam_pipelines.config.system import load_system
@@ -145,5 +157,6 @@ def load_settings(configs_dir: str | os.PathLike | None = None) -> Settings:
         sink=_choice("CONVERGENCE_SINK", "local", ("local", "bigquery")),
         metastore=_choice("CONVERGENCE_METASTORE", "sqlite", ("sqlite", "bigquery")),
         staging_location=_env("CONVERGENCE_STAGING_LOCATION") or _env("BIGQUERY_TEMP_LOCATION"),
+        local_workers=_count("CONVERGENCE_LOCAL_WORKERS", 0),
         notify=NotifySettings.from_env(),
     )

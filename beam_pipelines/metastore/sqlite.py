@@ -229,14 +229,22 @@ class SQLiteMetastore(Metastore):
             self._local.conn = None
 
     def _insert(self, conn, table: str, row: dict, upsert_key: str | None = None) -> None:
+        self._insert_many(conn, table, [row], upsert_key)
+
+    def _insert_many(self, conn, table: str, rows: list[dict], upsert_key: str | None = None) -> None:
+        """Rows with the same columns go in one ``executemany`` (a fleet's step logs: thousands of rows)."""
         json_columns = self._json_columns[table]
-        values = {k: (None if v is None else json.dumps(v, sort_keys=True, default=str)) if k in json_columns
-                  else _encode(v) for k, v in row.items()}
-        sql = f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})"
-        if upsert_key:
-            updates = ", ".join(f"{k} = excluded.{k}" for k in values if k != upsert_key)
-            sql += f" ON CONFLICT ({upsert_key}) DO UPDATE SET {updates}"
-        conn.execute(sql, tuple(values.values()))
+        by_columns: dict[tuple, list[tuple]] = {}
+        for row in rows:
+            values = tuple((None if v is None else json.dumps(v, sort_keys=True, default=str)) if k in json_columns
+                           else _encode(v) for k, v in row.items())
+            by_columns.setdefault(tuple(row), []).append(values)
+        for columns, values in by_columns.items():
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+            if upsert_key:
+                updates = ", ".join(f"{k} = excluded.{k}" for k in columns if k != upsert_key)
+                sql += f" ON CONFLICT ({upsert_key}) DO UPDATE SET {updates}"
+            conn.executemany(sql, values)
 
     # orgs, keys, subscriptions, quotas -------------------------------------------------------
     def upsert_org(self, org_slug, company_name="", admin_email=""):
@@ -349,8 +357,7 @@ class SQLiteMetastore(Metastore):
     # runs -------------------------------------------------------------------------------------
     def create_runs(self, runs):
         with self._tx() as conn:
-            for run in runs:
-                self._insert(conn, RUNS, run)
+            self._insert_many(conn, RUNS, list(runs))
 
     def _taken(self, conn, key: str, statuses, now: datetime):
         marks = ", ".join("?" for _ in statuses)
@@ -449,8 +456,7 @@ class SQLiteMetastore(Metastore):
     def upsert_step_logs(self, steps):
         if steps:
             with self._tx() as conn:
-                for step in steps:
-                    self._insert(conn, "org_meta_step_logs", step, upsert_key="step_log_id")
+                self._insert_many(conn, "org_meta_step_logs", steps, upsert_key="step_log_id")
 
     def list_steps(self, run_id):
         return self._all("org_meta_step_logs", "SELECT * FROM org_meta_step_logs WHERE pipeline_logging_id = ?"
@@ -459,8 +465,7 @@ class SQLiteMetastore(Metastore):
     def upsert_dq_results(self, results):
         if results:
             with self._tx() as conn:
-                for result in results:
-                    self._insert(conn, "org_meta_dq_results", result, upsert_key="dq_result_id")
+                self._insert_many(conn, "org_meta_dq_results", results, upsert_key="dq_result_id")
 
     def list_dq_results(self, run_id):
         return self._all("org_meta_dq_results", "SELECT * FROM org_meta_dq_results WHERE pipeline_logging_id = ?"

@@ -27,6 +27,7 @@ from beam_pipelines.metastore.base import OPEN_STATUSES, lease_until, new_run
 from beam_pipelines.pipeline import progress
 from beam_pipelines.pipeline.compiler import compile_pipeline
 from beam_pipelines.pipeline.dates import resolve_range, utc_today
+from beam_pipelines.pipeline.local_workers import Workers, deal, worker_count
 from beam_pipelines.runs.leases import LeaseKeeper, process_owner_id
 from beam_pipelines.runs.reaper import describe_partial_run, reap_expired
 from beam_pipelines.settings import Settings
@@ -105,19 +106,45 @@ def fewer_gc_passes(first_generation: int = 200_000):
 
 def execute(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], runner: str = LOCAL_RUNNER,
             on_progress: Callable[[int, int], None] | None = None, owner_id: str | None = None) -> RunResult:
-    """Build and run the graph while holding the runs' leases; close any run the job left open."""
+    """Run the job for ``items``, in this process or, when it is local and large, spread over worker
+    processes (:mod:`beam_pipelines.pipeline.local_workers`); every run is closed when this returns."""
+    owner_id = owner_id or process_owner_id()
+    extract_step = next(s.step_id for s in loaded.config.steps if s.input is None)
+    shards = deal(items, worker_count(settings, runner, len(items)))
+    progress.reset()
+    stop = threading.Event()
+    with Workers(settings, loaded, shards[1:], runner, owner_id, extract_step) as workers:
+        watcher = None
+        if on_progress:
+            watcher = threading.Thread(target=_watch, args=(extract_step, len(items), workers.fetched, on_progress, stop),
+                                       daemon=True)
+            watcher.start()
+        try:
+            runs = run_job(settings, loaded, shards[0], runner, owner_id)
+            died = workers.join()
+        finally:
+            stop.set()
+            if watcher:
+                watcher.join()
+    metastore = MetastoreSpec.from_settings(settings).open()
+    try:  # a worker's runs as it closed them; any it left open (it died) are closed here, saying so
+        for shard, reason in zip(shards[1:], died):
+            runs += _close_leftovers(settings, metastore, [i.run_id for i in shard], reason)
+    finally:
+        metastore.close()
+    order = {i.run_id: n for n, i in enumerate(items)}
+    runs.sort(key=lambda r: order[r["pipeline_logging_id"]])
+    return RunResult(loaded.pipeline_id, items[0].start_date, items[0].end_date, runs)
+
+
+def run_job(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], runner: str, owner_id: str) -> list[dict]:
+    """One Beam job in this process: build and run the graph while holding the runs' leases, then close
+    any run the job left open; the runs' records."""
     ctx = RunContext.from_settings(settings, loaded, datetime.now(timezone.utc),
                                    org_slugs=tuple(i.org_slug for i in items))
     spec = MetastoreSpec.from_settings(settings)
     run_ids = [i.run_id for i in items]
-    keeper = LeaseKeeper(spec, owner_id or process_owner_id(), run_ids).start()
-    stop = threading.Event()
-    watcher = None
-    if on_progress:
-        progress.reset()
-        extract_step = next(s.step_id for s in loaded.config.steps if s.input is None)
-        watcher = threading.Thread(target=_watch, args=(extract_step, len(run_ids), on_progress, stop), daemon=True)
-        watcher.start()
+    keeper = LeaseKeeper(spec, owner_id, run_ids).start()
     crash = None
     try:
         p = beam.Pipeline(options=PipelineOptions(flags=[], runner=runner, save_main_session=False))
@@ -128,16 +155,12 @@ def execute(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], r
         crash = exc
         log.exception("pipeline %s crashed", loaded.pipeline_id)
     finally:
-        stop.set()
-        if watcher:
-            watcher.join()
         keeper.stop()
     metastore = spec.open()
     try:
-        runs = _close_leftovers(settings, metastore, run_ids, crash)
+        return _close_leftovers(settings, metastore, run_ids, crash)
     finally:
         metastore.close()
-    return RunResult(loaded.pipeline_id, items[0].start_date, items[0].end_date, runs)
 
 
 def _close_leftovers(settings: Settings, metastore, run_ids: list[str], crash: Exception | None) -> list[dict]:
@@ -159,10 +182,10 @@ def _close_leftovers(settings: Settings, metastore, run_ids: list[str], crash: E
     return runs
 
 
-def _watch(step_id: str, total: int, on_progress, stop: threading.Event) -> None:
+def _watch(step_id: str, total: int, elsewhere: Callable[[], int], on_progress, stop: threading.Event) -> None:
     while not stop.wait(0.2):
-        on_progress(progress.done(step_id), total)
-    on_progress(progress.done(step_id), total)
+        on_progress(progress.done(step_id) + elsewhere(), total)
+    on_progress(progress.done(step_id) + elsewhere(), total)
 
 
 def run_pipeline(settings: Settings, request: RunRequest,

@@ -17,11 +17,9 @@ FOCUS run once per thousands of rows rather than once per org, while later orgs 
 """
 from __future__ import annotations
 
-import collections
 import logging
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from typing import Protocol
 
@@ -29,14 +27,12 @@ import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipelines.errors import ConvergenceError, ProviderError, one_line_error, redact
 from beam_pipelines.pipeline import progress
 from beam_pipelines.runs.admission import admit
 from beam_pipelines.secrets.credentials import Credential, open_credential
+from beam_pipelines.transforms.background import BackgroundWork, windowed
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, StagedRows, StepEvent, WorkItem
 
 log = logging.getLogger(__name__)
@@ -143,34 +139,29 @@ class FetchOrgs(beam.DoFn):
     def setup(self):
         self._metastore = self._metastore_spec.open()
         self._cipher = self._cipher_spec.open()
-        self._pool = ThreadPoolExecutor(max_workers=self._max, thread_name_prefix="fetch")
+        self._work = BackgroundWork(self._max, self._max, "fetch")
 
     def teardown(self):
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
+        work = getattr(self, "_work", None)
+        if work is not None:
+            work.shutdown()
 
     def start_bundle(self):
-        self._inflight = collections.deque()
+        self._work.discard()  # anything a failed bundle left in flight
         self._gatherer = _RunsGatherer() if getattr(self._fetcher, "fleet_batches", False) else None
 
     def process(self, item: WorkItem):
-        self._inflight.append(self._pool.submit(self._fetch_one, item))
-        while self._inflight and (len(self._inflight) >= self._max or self._inflight[0].done()):
-            yield from self._outputs(*self._inflight.popleft().result())
+        for fetched in self._work.submit(self._fetch_one, item):
+            yield from self._outputs(*fetched)
 
     def finish_bundle(self):
         def outputs():
-            while self._inflight:
-                yield from self._outputs(*self._inflight.popleft().result())
+            for fetched in self._work.drain():
+                yield from self._outputs(*fetched)
             if self._gatherer is not None:
                 yield from self._gatherer.flush()
 
-        for output in outputs():
-            if isinstance(output, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
-            else:
-                yield WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+        yield from windowed(outputs())
 
     def _outputs(self, batches: list[OrgBatch], event: StepEvent):
         yield from batches if self._gatherer is None else self._gatherer.add(batches)

@@ -1,0 +1,61 @@
+"""Work a DoFn hands to a thread pool while its thread goes on with the next element.
+
+A fused stage runs every step of an element on one thread, one element at a time. Some of that
+work mostly waits (a provider's answer, an fsync) or runs in native code without the GIL (Arrow
+casts, Parquet writes); done on a few background threads it overlaps the stage's Python work
+instead of adding to it. :class:`BackgroundWork` keeps a bounded queue of such tasks and gives
+their results back in submission order, so a DoFn's outputs keep the order of its inputs.
+
+Everything a bundle started is finished by its ``finish_bundle`` (:meth:`BackgroundWork.drain`),
+so nothing outlives the bundle that produced it: a retried bundle redoes all of its work.
+"""
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+
+class BackgroundWork:
+    """A thread pool and the bundle's tasks in flight, at most ``limit`` of them."""
+
+    def __init__(self, threads: int, limit: int, name: str):
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        self._limit = limit
+        self._inflight: collections.deque[Future] = collections.deque()
+
+    def submit(self, fn: Callable, *args) -> Iterator:
+        """Start ``fn(*args)``; yields the results of earlier tasks that are done (in order), waiting
+        for the oldest while ``limit`` tasks are in flight."""
+        self._inflight.append(self._pool.submit(fn, *args))
+        while self._inflight and (len(self._inflight) >= self._limit or self._inflight[0].done()):
+            yield self._inflight.popleft().result()
+
+    def drain(self) -> Iterator:
+        """The results of every task still in flight, in order (for ``finish_bundle``)."""
+        while self._inflight:
+            yield self._inflight.popleft().result()
+
+    def discard(self) -> None:
+        """Wait for the tasks in flight and drop their results (a bundle that failed)."""
+        while self._inflight:
+            self._inflight.popleft().exception()
+
+    def shutdown(self) -> None:
+        self.discard()
+        self._pool.shutdown(wait=True)
+
+
+def windowed(outputs: Iterable) -> Iterator:
+    """Outputs emitted from ``finish_bundle``, which must name their window (every element of these
+    pipelines is in the global window); tagged outputs keep their tag."""
+    for output in outputs:
+        if isinstance(output, beam.pvalue.TaggedOutput):
+            yield beam.pvalue.TaggedOutput(output.tag, WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
+        else:
+            yield WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
