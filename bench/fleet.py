@@ -4,9 +4,11 @@ Project: `convergence run openai/cost/usage_cost --all-orgs` on the FnApiRunner 
 fetch, price, FOCUS, stage, one commit per org, run log), the simulator in its own process.
 Baseline: the fetching alone, in a plain script: the same pages of every org through a pool of the
 same size (64), nothing else, which is the floor a pipeline that only waits could reach. Every
-org's totals are checked against the simulator's data. Where the time goes: a timeline of the run
-(when each step and the commits happened, from the run log), the pipeline's CPU seconds per org, and
-a profile of a smaller run. Orgs via ``BENCH_FLEET_ORGS`` (default 1,000).
+org's totals are checked against the simulator's data. The job is spread over as many local worker
+processes as it would be by default (one per core, ``CONVERGENCE_LOCAL_WORKERS`` caps them). Where the
+time goes: a timeline of the run (when each step and the commits happened, from the run log), the
+pipeline's CPU seconds per org (all its processes) beside the simulator's, and a profile of a smaller run
+(100 orgs: one process). Orgs via ``BENCH_FLEET_ORGS`` (default 1,000).
 """
 from __future__ import annotations
 
@@ -64,6 +66,21 @@ def _baseline(base_url: str, keys: list[str]) -> float:
     return time.perf_counter() - started
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its joined children (the job's worker processes)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds of a running process (the simulator), from /proc; 0 where there is none."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _profile(settings, orgs: list[str]) -> str:
     from beam_pipelines.pipeline.run import RunRequest, run_pipeline
 
@@ -103,7 +120,8 @@ def run(workdir: Path, orgs: int | None = None) -> dict:
     try:
         from beam_pipelines.dev.seed import seed_org
         from beam_pipelines.metastore import MetastoreSpec
-        from beam_pipelines.pipeline.run import RunRequest, run_pipeline
+        from beam_pipelines.pipeline.local_workers import worker_count
+        from beam_pipelines.pipeline.run import LOCAL_RUNNER, RunRequest, run_pipeline
         from beam_pipelines.settings import load_settings
         from beam_pipelines.testing.simulator import openai_data
         from beam_pipelines.warehouse.local import LocalWarehouse
@@ -116,12 +134,12 @@ def run(workdir: Path, orgs: int | None = None) -> dict:
         print(f"[fleet] baseline: fetch every org's pages, {POOL} at once ...", flush=True)
         baseline = _baseline(settings.openai_base_url, [f"sk-admin-sim-{s}" for s in slugs])
         print(f"[fleet] pipeline: {orgs:,} orgs ...", flush=True)
-        cpu = resource.getrusage(resource.RUSAGE_SELF)
+        cpu, sim_cpu = _cpu(), _process_cpu(sim.pid)
         started = time.perf_counter()
         result = run_pipeline(settings, RunRequest("openai/cost/usage_cost", all_orgs=True, start_date=DAY, end_date=DAY))
         seconds = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu_seconds = after.ru_utime - cpu.ru_utime + after.ru_stime - cpu.ru_stime
+        cpu_seconds, sim_cpu = _cpu() - cpu, _process_cpu(sim.pid) - sim_cpu
+        workers = worker_count(settings, LOCAL_RUNNER, orgs)
         failed = [r["org_slug"] for r in result.runs if r["status"] != "COMPLETED"]
         warehouse = LocalWarehouse(settings.warehouse_dir)
         wrong = []
@@ -149,7 +167,8 @@ def run(workdir: Path, orgs: int | None = None) -> dict:
         "fetch_p50_ms": round(float(np.percentile(fetch_ms, 50)), 1), "fetch_p99_ms": round(float(np.percentile(fetch_ms, 99)), 1),
         "baseline_fetch_seconds": round(baseline, 2), "ratio_to_fetch_floor": round(seconds / baseline, 2),
         "goal_seconds": 10, "failed_orgs": len(failed), "orgs_with_wrong_totals": len(wrong),
-        "cpu_seconds": round(cpu_seconds, 2), "cpu_ms_per_org": round(cpu_seconds / orgs * 1000, 1),
+        "processes": workers, "cpu_seconds": round(cpu_seconds, 2), "cpu_ms_per_org": round(cpu_seconds / orgs * 1000, 1),
+        "simulator_cpu_seconds": round(sim_cpu, 2),
         "fetch_done_s": timeline["extract_usage"][1], "last_commit_s": timeline["commit (runs closed)"][1],
     }
     print(f"[fleet] {out}", flush=True)

@@ -163,6 +163,27 @@ def test_local_commit_is_one_manifest_swap_and_a_crash_leaves_no_trace(tmp_path)
     assert not list((tmp_path / "wh/acme_dev").glob(".tmp-*"))
 
 
+def test_a_crashed_commits_orphans_go_with_the_next_commit_of_their_partition(tmp_path):
+    wh = LocalWarehouse(tmp_path / "wh")
+    table = tmp_path / "wh/acme_dev/openai_usage_daily_raw"
+    staged = wh.stage("acme_dev", RAW, "r1", [rows(2, D2)])
+    original = wh._write_manifest
+    wh._write_manifest = lambda *a: (_ for _ in ()).throw(OSError("disk full"))
+    with pytest.raises(CommitError):
+        wh.commit([staged])
+    wh._write_manifest = original
+    orphan = list(table.glob("usage_date=2026-03-02/*.parquet"))
+    assert len(orphan) == 1 and not wh.has_table("acme_dev", "openai_usage_daily_raw")
+
+    wh.commit([wh.stage("acme_dev", RAW, "r2", [rows(3, D1, run_id="r2")])])
+    assert orphan[0].exists(), "a commit lists only the partitions it touched"
+    assert not (tmp_path / "wh/acme_dev/_staging/r2").exists(), "the run's emptied staging is gone"
+    wh.commit([wh.stage("acme_dev", RAW, "r3", [rows(1, D2, run_id="r3")])])
+    assert not orphan[0].exists()
+    assert counts(wh) == {D1: 3, D2: 1}
+    assert len(list(table.rglob("*.parquet"))) == 2
+
+
 def test_legacy_layout_is_read_and_adopted(tmp_path):
     folder = tmp_path / "wh/acme_dev/openai_usage_daily_raw/usage_date=2026-03-01"
     folder.mkdir(parents=True)

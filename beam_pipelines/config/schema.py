@@ -58,6 +58,10 @@ class TableSchema:
     def to_json(self) -> list[dict]:
         return [f.to_json() for f in self.fields]
 
+    def __getstate__(self) -> dict:
+        """Only the fields: what a process derives and keeps on the schema (its Arrow schema) stays there."""
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
 
 def _parse_fields(raw: object, where: str, source: str) -> tuple[Field, ...]:
     if not isinstance(raw, list) or not raw:

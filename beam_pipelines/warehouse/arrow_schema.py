@@ -29,7 +29,13 @@ def arrow_field(field: Field) -> pa.Field:
 
 
 def arrow_schema(schema: TableSchema) -> pa.Schema:
-    return pa.schema([arrow_field(f) for f in schema.fields])
+    """Built once per schema object and kept on it: every staged part of a fleet is cast to it, and
+    building a 70-column schema cost more than casting a small part."""
+    built = schema.__dict__.get("_arrow")
+    if built is None:
+        built = pa.schema([arrow_field(f) for f in schema.fields])
+        object.__setattr__(schema, "_arrow", built)
+    return built
 
 
 def to_arrow(frame: pd.DataFrame | pa.Table, schema: TableSchema, table: str) -> pa.Table:

@@ -11,7 +11,7 @@ A commit moves a run's staged files into place and then swaps the manifest (writ
 fsync, ``os.replace``) under the dataset's lock, so every table of an org changes at once: a reader
 sees the previous manifest or the next one, never half a run. Files no longer named by the manifest
 are deleted after the swap; files left by a writer that died before its swap (never named by any
-manifest) are deleted by the next commit of that table. A dataset written before manifests existed
+manifest) are deleted by the next commit of that partition. A dataset written before manifests existed
 (``{table}/{field}=DAY/data.parquet``) is read as it is and adopted by its first commit.
 """
 from __future__ import annotations
@@ -46,6 +46,17 @@ FORMAT = 1
 # Snappy, Parquet's default: a fleet stages thousands of small files, and zstd's per-column set-up
 # made each 70-column FOCUS file cost 2.8 ms to write against 1.3 ms (files are a few KB either way).
 COMPRESSION = "snappy"
+SMALL_PART_ROWS = 10_000
+
+
+def _write_options(spec: TableSpec, rows: int) -> dict:
+    """A small part (one org's day) is written without dictionaries and with statistics only for the
+    columns readers prune on: for a few hundred rows they only cost time (70-column FOCUS file: 1.7 ->
+    1.2 ms) and bytes. A large part gets both."""
+    if rows >= SMALL_PART_ROWS:
+        return {"compression": COMPRESSION}
+    pruned = [c for c in (spec.partition_field, spec.scope_field, *spec.cluster_by) if c]
+    return {"compression": COMPRESSION, "use_dictionary": False, "write_statistics": pruned or False}
 
 
 def _key(spec: TableSpec, day: date | None, scope: str | None) -> str:
@@ -168,6 +179,7 @@ class LocalWarehouse(Warehouse):
     def stage(self, dataset, spec, run_id, parts: Iterable[pa.Table], scope=None) -> Staged | None:
         folder = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
         writers: dict[str, pq.ParquetWriter] = {}
+        sinks: list[pa.NativeFile] = []
         rows = 0
         try:
             for part in parts:
@@ -175,21 +187,22 @@ class LocalWarehouse(Warehouse):
                     continue
                 for key, piece in self._split(spec, part, scope):
                     writer = writers.get(key)
-                    if writer is None:
-                        target = folder / key if key else folder
-                        target.mkdir(parents=True, exist_ok=True)
-                        writer = writers[key] = pq.ParquetWriter(target / f"part-{uuid.uuid4().hex}.parquet",
-                                                                 piece.schema, compression=COMPRESSION)
+                    if writer is None:  # os.makedirs and an OSFile: pathlib's mkdir and pyarrow's
+                        target = os.path.join(folder, key)  # path resolution cost a fleet more than its writes
+                        os.makedirs(target, exist_ok=True)
+                        sink = pa.OSFile(os.path.join(target, f"part-{uuid.uuid4().hex}.parquet"), "wb")
+                        writer = writers[key] = pq.ParquetWriter(sink, piece.schema, **_write_options(spec, piece.num_rows))
+                        sinks.append(sink)
                     writer.write_table(piece)
                     rows += piece.num_rows
         except BaseException:
-            for writer in writers.values():
+            for closable in [*writers.values(), *sinks]:
                 with contextlib.suppress(Exception):
-                    writer.close()
+                    closable.close()
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        for writer in writers.values():
-            writer.close()
+        for closable in [*writers.values(), *sinks]:  # a writer given a stream leaves it open
+            closable.close()
         if not rows:
             shutil.rmtree(folder, ignore_errors=True)
             return None
@@ -250,21 +263,28 @@ class LocalWarehouse(Warehouse):
             try:
                 manifest = self._manifest(dataset)
                 replaced: list[Path] = []
+                touched: dict[str, set[str]] = {}
                 for item in staged:
-                    replaced += self._adopt(folder, manifest, item, item.spec)
+                    files, keys = self._adopt(folder, manifest, item, item.spec)
+                    replaced += files
+                    touched.setdefault(item.table, set()).update(keys)
                 self._write_manifest(folder, manifest)
             except Exception as exc:
                 raise CommitError(f"commit of {', '.join(tables)} failed: {exc}", [], tables) from exc
             for path in replaced:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-            for item in staged:
-                self._collect_garbage(folder, manifest, item.table)
+            for table, keys in touched.items():
+                self._collect_garbage(folder, manifest, table, keys)
+            for tmp in folder.glob(".tmp-*"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
             self._remove_empty_staging(folder, staged[0].run_id)  # one removal for all the run's emptied folders
         return tables
 
-    def _adopt(self, folder: Path, manifest: dict, item: Staged, spec: TableSpec) -> list[Path]:
-        """Move a staged table's files into place and point the (in-memory) manifest at them."""
+    def _adopt(self, folder: Path, manifest: dict, item: Staged, spec: TableSpec) -> tuple[list[Path], set[str]]:
+        """Move a staged table's files into place and point the (in-memory) manifest at them; the files
+        the manifest no longer names, and the partitions touched."""
         entry = manifest["tables"].setdefault(item.table, {"partition_field": spec.partition_field,
                                                            "scope_field": spec.scope_field, "partitions": {}})
         entry["partition_field"], entry["scope_field"] = spec.partition_field, spec.scope_field
@@ -283,30 +303,37 @@ class LocalWarehouse(Warehouse):
             replaced += [folder / f for f in entry["partitions"].pop(key)]
         for key, paths in staged_keys.items():
             target = folder / item.table / key if key else folder / item.table
-            target.mkdir(parents=True, exist_ok=True)
+            os.makedirs(target, exist_ok=True)
             moved = []
             for path in paths:
                 os.replace(path, target / path.name)
                 moved.append(str((target / path.name).relative_to(folder)))
             entry["partitions"][key] = moved
-        return replaced
+        return replaced, set(staged_keys) | set(stale_keys)
 
-    def _collect_garbage(self, folder: Path, manifest: dict, table: str) -> None:
-        """Files of the table that no manifest names: a writer died between moving them and its swap."""
-        named = {folder / f for files in manifest["tables"].get(table, {}).get("partitions", {}).values() for f in files}
-        for path in _parquet_files(folder / table):
-            if path not in named:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-        for tmp in folder.glob(".tmp-*"):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+    @staticmethod
+    def _collect_garbage(folder: Path, manifest: dict, table: str, keys: set[str]) -> None:
+        """Files in the partitions just committed that no manifest names: a writer died between moving
+        them and its swap. Only those partitions are listed: a table's history grows every day, and
+        listing all of it made every commit slower than the last."""
+        partitions = manifest["tables"].get(table, {}).get("partitions", {})
+        for key in keys:
+            named = {os.path.basename(f) for f in partitions.get(key, ())}
+            with contextlib.suppress(FileNotFoundError), os.scandir(folder / table / key if key else folder / table) as found:
+                for entry in found:
+                    if entry.is_file() and entry.name.endswith(".parquet") and entry.name not in named:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(entry.path)
 
     @staticmethod
     def _remove_empty_staging(folder: Path, run_id: str) -> None:
-        run_dir = folder / STAGING / run_id
-        if run_dir.is_dir() and not _parquet_files(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
+        """The run's staging folders, once a commit has moved every file out of them (one pass, leaves
+        first; a folder still holding a file, of a table not committed, stays with its parents)."""
+        for root, _, names in os.walk(folder / STAGING / run_id, topdown=False):
+            if names:
+                return
+            with contextlib.suppress(OSError):  # a folder with a kept sub-folder is not empty
+                os.rmdir(root)
 
     def discard(self, dataset: str, run_id: str) -> list[str]:
         tables = self.pending(dataset, run_id)
