@@ -256,3 +256,23 @@ def test_several_processes_write_at_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     runs = store.list_runs(limit=1000)
     assert len(runs) == 160 and {r["status"] for r in runs} == {"COMPLETED"}
+
+
+def test_sqlite_indexes_follow_the_config_on_an_existing_file(tmp_path):
+    path = tmp_path / "meta.sqlite3"
+    SQLiteMetastore(path, CONFIGS).close()
+    with sqlite3.connect(path) as conn:  # a file from before indexes were named by their columns
+        conn.execute("DROP INDEX ix_org_meta_pipeline_runs__org_slug__created_at__trigger_type")
+        conn.execute("CREATE INDEX ix_org_meta_pipeline_runs_0 ON org_meta_pipeline_runs (org_slug, created_at)")
+
+    store = SQLiteMetastore(path, CONFIGS)
+    store.close()
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'"
+                                            " AND tbl_name = 'org_meta_pipeline_runs' AND name LIKE 'ix!_%' ESCAPE '!'")}
+        plan = " ".join(str(r[-1]) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM org_meta_pipeline_runs"
+            " WHERE org_slug = ? AND created_at >= ? AND trigger_type != 'scheduler'", ("acme", "2026-11-01")))
+    assert names == {"ix_org_meta_pipeline_runs__org_slug__created_at__trigger_type",
+                     "ix_org_meta_pipeline_runs__status", "ix_org_meta_pipeline_runs__run_key"}
+    assert "COVERING INDEX ix_org_meta_pipeline_runs__org_slug__created_at__trigger_type" in plan, plan

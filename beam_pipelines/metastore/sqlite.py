@@ -57,9 +57,21 @@ def _ddl(name: str, entry, schema: TableSchema) -> list[str]:
     for unique in entry.unique:
         columns.append("UNIQUE (" + ", ".join(unique) + ")")
     statements = [f"CREATE TABLE IF NOT EXISTS {name} (\n  " + ",\n  ".join(columns) + "\n)"]
-    for i, index in enumerate(entry.index):
-        statements.append(f"CREATE INDEX IF NOT EXISTS ix_{name}_{i} ON {name} ({', '.join(index)})")
+    for index in entry.index:
+        statements.append(f"CREATE INDEX IF NOT EXISTS {_index_name(name, index)} ON {name} ({', '.join(index)})")
     return statements
+
+
+def _index_name(table: str, columns) -> str:
+    """Named by its columns, so an index the config changes is a new one (made on every existing file)."""
+    return f"ix_{table}__" + "__".join(columns)
+
+
+def _stale_indexes(conn: sqlite3.Connection, tables) -> list[str]:
+    """Our indexes (``ix_`` on a configured table) that the config no longer asks for, older names included."""
+    wanted = {_index_name(name, index) for name, entry in tables.items() for index in entry.index}
+    found = conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index' AND name LIKE 'ix!_%' ESCAPE '!'")
+    return [name for name, table in found.fetchall() if table in tables and name not in wanted]
 
 
 def _encode(value):
@@ -117,6 +129,8 @@ class SQLiteMetastore(Metastore):
         with self._tx() as conn:
             for statement in statements:
                 conn.execute(statement)
+            for index in _stale_indexes(conn, system.tables):
+                conn.execute(f'DROP INDEX IF EXISTS "{index}"')
 
     # connection per thread: sqlite3 connections must not be shared across threads
     def _conn(self) -> sqlite3.Connection:
