@@ -5,7 +5,10 @@ Layout under the warehouse root::
     {dataset}/_manifest.json                     what readers see: every table's partition files
     {dataset}/{table}/{key}/part-{uuid}.parquet  committed files (key: usage_date=2026-11-01,
                                                  or x_Provider=openai/x_ChargeDate=2026-11-01)
-    {dataset}/_staging/{run_id}/{table}/...      staged by a run, invisible until its commit
+    {dataset}/_staging/{run_id}/{table}@{key}@part-{uuid}.parquet
+                                                 staged by a run, invisible until its commit (one flat
+                                                 folder per run: a fleet made and removed eight
+                                                 folders per org, which cost more than its writes)
 
 A commit moves a run's staged files into place and then swaps the manifest (write a temp file,
 fsync, ``os.replace``) under the dataset's lock, so every table of an org changes at once: a reader
@@ -28,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import duckdb
 import pyarrow as pa
@@ -66,16 +70,24 @@ def _key(spec: TableSpec, day: date | None, scope: str | None) -> str:
     return f"{spec.scope_field}={scope}/{key}" if spec.scope_field else key
 
 
+def _staged_name(table: str, key: str) -> str:
+    """A staged file's name says its table and partition (quoted: no ``/`` or ``@`` left in it)."""
+    return f"{table}@{quote(key, safe='=')}@part-{uuid.uuid4().hex}.parquet"
+
+
+def _staged_files(folder: str | Path) -> Iterator[tuple[str, str, str, str]]:
+    """(path, table, partition key, name once committed) of each file staged in a run's folder."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            parts = entry.name.split("@")
+            if len(parts) == 3 and parts[2].endswith(".parquet") and entry.is_file():
+                yield entry.path, parts[0], unquote(parts[1]), parts[2]
+
+
 def _key_day(key: str) -> date | None:
     if not key:
         return None
     return date.fromisoformat(key.rsplit("=", 1)[1])
-
-
-def _parquet_files(folder: Path) -> list[Path]:
-    """Every Parquet file under ``folder``, sorted (``os.walk``: pathlib's rglob cost a fleet's commits
-    more than their writes)."""
-    return sorted(Path(root) / name for root, _, names in os.walk(folder) for name in names if name.endswith(".parquet"))
 
 
 def _only(meta: pq.FileMetaData, column: str, value) -> bool:
@@ -176,10 +188,14 @@ class LocalWarehouse(Warehouse):
     def ensure_table(self, dataset: str, spec: TableSpec) -> None:
         self._dataset_dir(dataset, spec.table).mkdir(parents=True, exist_ok=True)
 
+    def _run_staging(self, dataset: str, table: str, run_id: str) -> str:
+        return os.path.join(self._dataset_dir(dataset, table), STAGING, run_id)
+
     def stage(self, dataset, spec, run_id, parts: Iterable[pa.Table], scope=None) -> Staged | None:
-        folder = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
+        folder = self._run_staging(dataset, spec.table, run_id)
         writers: dict[str, pq.ParquetWriter] = {}
         sinks: list[pa.NativeFile] = []
+        written: list[str] = []
         rows = 0
         try:
             for part in parts:
@@ -187,27 +203,28 @@ class LocalWarehouse(Warehouse):
                     continue
                 for key, piece in self._split(spec, part, scope):
                     writer = writers.get(key)
-                    if writer is None:  # os.makedirs and an OSFile: pathlib's mkdir and pyarrow's
-                        target = os.path.join(folder, key)  # path resolution cost a fleet more than its writes
-                        os.makedirs(target, exist_ok=True)
-                        sink = pa.OSFile(os.path.join(target, f"part-{uuid.uuid4().hex}.parquet"), "wb")
-                        writer = writers[key] = pq.ParquetWriter(sink, piece.schema, **_write_options(spec, piece.num_rows))
-                        sinks.append(sink)
+                    if writer is None:  # an OSFile: pyarrow's path resolution cost a fleet more than its writes
+                        if not written:
+                            os.makedirs(folder, exist_ok=True)
+                        written.append(os.path.join(folder, _staged_name(spec.table, key)))
+                        sinks.append(pa.OSFile(written[-1], "wb"))
+                        writer = writers[key] = pq.ParquetWriter(sinks[-1], piece.schema, **_write_options(spec, piece.num_rows))
                     writer.write_table(piece)
                     rows += piece.num_rows
         except BaseException:
             for closable in [*writers.values(), *sinks]:
                 with contextlib.suppress(Exception):
                     closable.close()
-            shutil.rmtree(folder, ignore_errors=True)
+            for path in written:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             raise
         for closable in [*writers.values(), *sinks]:  # a writer given a stream leaves it open
             closable.close()
         if not rows:
-            shutil.rmtree(folder, ignore_errors=True)
             return None
         days = tuple(sorted(d for d in (_key_day(k) for k in writers) if d is not None))
-        return Staged(dataset, spec.table, run_id, days, rows, scope, str(folder), spec)
+        return Staged(dataset, spec.table, run_id, days, rows, scope, folder, spec)
 
     def adopt_parts(self, dataset, spec, run_id, paths, day, scope=None) -> Staged | None:
         """Moves the parts into the run's staging when each is a local Parquet file with exactly the
@@ -227,17 +244,14 @@ class LocalWarehouse(Warehouse):
             rows += meta.num_rows
         if not rows:
             return None
-        location = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
-        folder = location / _key(spec, day, scope)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = self._run_staging(dataset, spec.table, run_id)
+        os.makedirs(folder, exist_ok=True)
         for path in paths:
-            shutil.move(path, folder / f"part-{uuid.uuid4().hex}.parquet")
-        return Staged(dataset, spec.table, run_id, (day,), rows, scope, str(location), spec)
+            shutil.move(path, os.path.join(folder, _staged_name(spec.table, _key(spec, day, scope))))
+        return Staged(dataset, spec.table, run_id, (day,), rows, scope, folder, spec)
 
     def stage_empty(self, dataset, spec, run_id, scope=None) -> Staged:
-        folder = self._dataset_dir(dataset, spec.table) / STAGING / run_id / spec.table
-        folder.mkdir(parents=True, exist_ok=True)
-        return Staged(dataset, spec.table, run_id, (), 0, scope, str(folder), spec)
+        return Staged(dataset, spec.table, run_id, (), 0, scope, self._run_staging(dataset, spec.table, run_id), spec)
 
     @staticmethod
     def _split(spec: TableSpec, part: pa.Table, scope: str | None):
@@ -288,12 +302,11 @@ class LocalWarehouse(Warehouse):
         entry = manifest["tables"].setdefault(item.table, {"partition_field": spec.partition_field,
                                                            "scope_field": spec.scope_field, "partitions": {}})
         entry["partition_field"], entry["scope_field"] = spec.partition_field, spec.scope_field
-        staging = Path(item.location)
         replaced = []
-        staged_keys = {}
-        for path in _parquet_files(staging):
-            key = str(path.parent.relative_to(staging)) if path.parent != staging else ""
-            staged_keys.setdefault(key, []).append(path)
+        staged_keys: dict[str, list[tuple[str, str]]] = {}
+        for path, table, key, name in _staged_files(item.location):
+            if table == item.table:
+                staged_keys.setdefault(key, []).append((path, name))
         if spec.partition_field is None:
             stale_keys = list(entry["partitions"])
         else:  # the run's days, even those it staged nothing for (they become empty)
@@ -302,12 +315,11 @@ class LocalWarehouse(Warehouse):
         for key in stale_keys:
             replaced += [folder / f for f in entry["partitions"].pop(key)]
         for key, paths in staged_keys.items():
-            target = folder / item.table / key if key else folder / item.table
-            os.makedirs(target, exist_ok=True)
-            moved = []
-            for path in paths:
-                os.replace(path, target / path.name)
-                moved.append(str((target / path.name).relative_to(folder)))
+            relative = os.path.join(item.table, key) if key else item.table
+            os.makedirs(os.path.join(folder, relative), exist_ok=True)
+            moved = [os.path.join(relative, name) for _, name in paths]
+            for (path, _), target in zip(paths, moved):
+                os.replace(path, os.path.join(folder, target))
             entry["partitions"][key] = moved
         return replaced, set(staged_keys) | set(stale_keys)
 
@@ -327,13 +339,10 @@ class LocalWarehouse(Warehouse):
 
     @staticmethod
     def _remove_empty_staging(folder: Path, run_id: str) -> None:
-        """The run's staging folders, once a commit has moved every file out of them (one pass, leaves
-        first; a folder still holding a file, of a table not committed, stays with its parents)."""
-        for root, _, names in os.walk(folder / STAGING / run_id, topdown=False):
-            if names:
-                return
-            with contextlib.suppress(OSError):  # a folder with a kept sub-folder is not empty
-                os.rmdir(root)
+        """The run's staging folder, once a commit has moved every file out of it (a file of a table
+        not committed keeps it)."""
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            os.rmdir(folder / STAGING / run_id)
 
     def discard(self, dataset: str, run_id: str) -> list[str]:
         tables = self.pending(dataset, run_id)
@@ -344,7 +353,7 @@ class LocalWarehouse(Warehouse):
         run_dir = self._dataset_dir(dataset) / STAGING / run_id
         if not run_dir.is_dir():
             return []
-        return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and _parquet_files(p))
+        return sorted({table for _, table, _, _ in _staged_files(run_dir)})
 
     def replace_table(self, dataset: str, spec: TableSpec, rows: pa.Table) -> int:
         if spec.partition_field is not None:
