@@ -110,10 +110,14 @@ def build_table(values: dict[str, object], length: int) -> pa.Table:
     _check_names(values)
     schema = arrow_schema(focus_schema())
     columns = []
-    for field in schema:
+    converted: dict[tuple[int, pa.DataType], pa.Array] = {}  # one array behind several columns (BilledCost,
+    for field in schema:                                      # EffectiveCost, ...) is converted once
         value = values.get(field.name)
         if isinstance(value, (pd.Series, pd.Index, np.ndarray, list)):
-            columns.append(pa.array(value, type=field.type, from_pandas=True))
+            key = (id(value), field.type)
+            if key not in converted:
+                converted[key] = pa.array(value, type=field.type, from_pandas=True)
+            columns.append(converted[key])
         else:  # a scalar for every row (NULL included)
             columns.append(pa.repeat(pa.scalar(value, type=field.type), length) if value is not None
                            else pa.nulls(length, field.type))

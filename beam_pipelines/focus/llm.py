@@ -36,6 +36,7 @@ when it names a geography (``us``): the service ran in a distinct region; ``glob
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -221,16 +222,21 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
     models, tiers, orgs, price_version = column("price_model"), column("pricing_tier"), column("org_slug"), column("price_version")
     override = overrides[src]
     raw_multiplier = column("price_multiplier")
-    multiplier = np.array([Decimal(1) if pr or m is None or m != m else Decimal(m) for m, pr in zip(raw_multiplier, per_request)],
-                          dtype=object)
+    as_decimal: dict = {}  # a batch has a handful of distinct multipliers and many rows
+    multiplier = np.array([Decimal(1) if pr or m is None or m != m else as_decimal.get(m) or as_decimal.setdefault(m, Decimal(m))
+                           for m, pr in zip(raw_multiplier, per_request)], dtype=object)
     costs = {order: rows[c.cost].to_numpy(dtype=object) for order, c in enumerate(source.classes) if c.cost in rows}
-    contracted_cost = np.array([Decimal(str(costs[c][i])) for c, i in zip(cls, src)], dtype=object)
+    contracted_cost = np.array([v if type(v) is Decimal else Decimal(str(v)) for v in (costs[c][i] for c, i in zip(cls, src))],
+                               dtype=object)
 
     listed, contracted = _Rates(list_rate), _Rates(contracted_rate or (lambda *a: None))
     list_base, own_base = np.empty(n, dtype=object), np.empty(n, dtype=object)  # per MTok or per request, before the multiplier
+    day_values, listed_units = days.to_numpy(), {}
     for i, charge in enumerate(charges):
-        key = (models[i], tiers[i], days.iat[i])
-        list_base[i] = _unit_price(listed(key, charge.rates), charge.per_request)
+        key = (models[i], tiers[i], day_values[i])
+        if (key, cls[i]) not in listed_units:
+            listed_units[key, cls[i]] = _unit_price(listed(key, charge.rates), charge.per_request)
+        list_base[i] = listed_units[key, cls[i]]
         own_base[i] = _unit_price(contracted((orgs[i], *key), charge.rates), charge.per_request) if override[i] else list_base[i]
     list_unit = np.array([None if b is None else b * m for b, m in zip(list_base, multiplier)], dtype=object)
     contracted_unit = np.array([None if b is None else b * m for b, m in zip(own_base, multiplier)], dtype=object)
@@ -244,6 +250,7 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
         list_unit = np.where(override & unlisted, contracted_unit, list_unit)
 
     names = [c.name for c in charges]
+    plain = functools.lru_cache(maxsize=None)(_plain)  # few distinct unit prices in a batch
     units = np.where(per_request, REQUEST_UNIT, MTOK_UNIT)
     meters = [METERS.get(name, name) for name in names]
     pricing_quantity = [Decimal(int(q)) if pr else Decimal(int(q)).scaleb(-6) for q, pr in zip(quantity, per_request)]
@@ -269,9 +276,10 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
         "ChargePeriodStart": day_start, "ChargePeriodEnd": day_start + pd.Timedelta(days=1),
         "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based", "PricingCategory": "Standard",
         "ChargeDescription": np.array([
-            f"{source.service} {model[i]}: {meters[i]}, {tiers[i]} tier"
-            f"{'' if multiplier[i] == 1 else f', inference_geo {geo[i]} x{multiplier[i]}'}, {_plain(contracted_unit[i])} USD per"
-            f" {units[i]}" for i in range(n)], dtype=object),
+            f"{source.service} {m}: {meter}, {tier} tier"
+            f"{'' if mult == 1 else f', inference_geo {g} x{mult}'}, {plain(unit_price)} USD per {unit}"
+            for m, meter, tier, mult, g, unit_price, unit in zip(model, meters, tiers, multiplier, geo, contracted_unit, units)],
+            dtype=object),
         "ProviderName": source.provider, "PublisherName": source.provider, "InvoiceIssuerName": source.provider,
         "ServiceName": source.service, "ServiceCategory": "AI and Machine Learning", "ServiceSubcategory": "Generative AI",
         "SkuId": np.array([f"{m}/{name}" for m, name in zip(models, names)], dtype=object),
