@@ -131,3 +131,44 @@ def test_fails_closed_on_a_repeated_cursor(simulator):
 def test_client_repr_never_shows_the_key(simulator):
     c, _ = client(simulator)
     assert KEY not in repr(c)
+
+
+def test_a_netrc_entry_never_replaces_the_orgs_key(simulator, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-org-key\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))  # requests would send these as Basic auth instead of the Bearer key
+    c, _ = client(simulator)
+    assert len(fetch_rows(c)) == len(expected_results())
+
+
+def test_environment_proxies_are_honoured_and_read_once(monkeypatch):
+    from beam_pipelines.providers import http as provider_http
+    from tests.http_fakes import JsonHandler, serve
+
+    asked = []
+
+    class Proxy(JsonHandler):
+        def do_GET(self):
+            asked.append((self.path, self.headers.get("Authorization")))
+            self.send_json({"object": "page", "data": [], "has_more": False, "next_page": None})
+
+    scans = []
+    original = provider_http.requests.utils.get_environ_proxies
+    monkeypatch.setattr(provider_http.requests.utils, "get_environ_proxies", lambda *a, **k: scans.append(a) or original(*a, **k))
+    with serve(Proxy) as proxy:
+        for variable in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(variable, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        provider_http._environment_settings.cache_clear()
+        for _ in range(2):
+            c = OpenAIUsageClient(KEY, "http://provider.invalid/v1", RetryPolicy(0, 0.1, 0.1, 2))
+            assert list(c.completions_pages(START, END)) and c.requests_made == 1
+        monkeypatch.setenv("NO_PROXY", "provider.invalid")
+        provider_http._environment_settings.cache_clear()
+        with pytest.raises(ProviderError, match="ConnectionError"):  # no proxy for this host: straight to it
+            list(OpenAIUsageClient(KEY, "http://provider.invalid/v1", RetryPolicy(0, 0.1, 0.1, 2)).completions_pages(START, END))
+    provider_http._environment_settings.cache_clear()
+    assert [path.split("?")[0] for path, _ in asked] == ["http://provider.invalid/v1/organization/usage/completions"] * 2
+    assert {auth for _, auth in asked} == {f"Bearer {KEY}"}
+    assert len(scans) == 2, "the environment is read once per base URL, not on every request"
