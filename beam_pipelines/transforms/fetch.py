@@ -81,7 +81,7 @@ BATCH_ROWS = 50_000  # rows per OrgBatch of aggregated usage: pages merge up to 
 # Rows gathered from finished orgs before a RunsBatch goes downstream: enough that pandas' per-frame
 # cost is small per row, few enough that pricing, FOCUS and staging of the first orgs run (in this
 # thread) while later orgs are still being fetched (in the pool), instead of after the whole fetch.
-GATHER_ROWS = 5_000
+GATHER_ROWS = 10_000  # 5,000 -> 10,000: ~5% less CPU per org at 1,000 orgs, same wall within noise
 
 
 def coalesce(parts: list) -> list:
