@@ -1,6 +1,7 @@
 """The warehouse contract: the same cases locally (Parquet + manifest) and on BigQuery (emulator)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -182,6 +183,17 @@ def test_a_crashed_commits_orphans_go_with_the_next_commit_of_their_partition(tm
     assert not orphan[0].exists()
     assert counts(wh) == {D1: 3, D2: 1}
     assert len(list(table.rglob("*.parquet"))) == 2
+
+
+def test_staging_left_in_the_older_nested_layout_is_still_named_and_discarded(tmp_path):
+    wh = LocalWarehouse(tmp_path / "wh")
+    old = tmp_path / "wh/acme_dev/_staging/r9/openai_usage_daily_raw/usage_date=2026-03-01"
+    old.mkdir(parents=True)
+    pq.write_table(rows(2), old / "part-x.parquet")
+    wh.stage("acme_dev", dataclasses.replace(RAW, table="other_raw"), "r9", [rows(1, run_id="r9")])
+    assert wh.pending("acme_dev", "r9") == ["openai_usage_daily_raw", "other_raw"]
+    assert wh.discard("acme_dev", "r9") == ["openai_usage_daily_raw", "other_raw"]
+    assert not (tmp_path / "wh/acme_dev/_staging/r9").exists()
 
 
 def test_legacy_layout_is_read_and_adopted(tmp_path):

@@ -353,7 +353,9 @@ class LocalWarehouse(Warehouse):
         run_dir = self._dataset_dir(dataset) / STAGING / run_id
         if not run_dir.is_dir():
             return []
-        return sorted({table for _, table, _, _ in _staged_files(run_dir)})
+        tables = {table for _, table, _, _ in _staged_files(run_dir)}
+        tables.update(p.name for p in run_dir.iterdir() if p.is_dir() and any(p.rglob("*.parquet")))  # an older layout
+        return sorted(tables)
 
     def replace_table(self, dataset: str, spec: TableSpec, rows: pa.Table) -> int:
         if spec.partition_field is not None:
