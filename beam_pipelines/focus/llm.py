@@ -170,17 +170,19 @@ def _unpriced_groups(source: Source, rows: pd.DataFrame, runs: np.ndarray):
     return [(key, int(size), int(total)) for key, size, total in zip(grouped.index, grouped["size"], grouped["sum"])]
 
 
-class _Rates:
-    """Memoised rate lookups: a batch has few distinct (model, tier, day) keys and many rows."""
+class _UnitPrices:
+    """Memoised unit prices: a batch has few distinct (model, tier, day, class) keys and many rows."""
 
     def __init__(self, lookup: Callable[..., Decimal | None]):
         self._lookup, self._memo = lookup, {}
 
-    def __call__(self, key: tuple, columns: tuple[str, ...]) -> Decimal | None:
-        """The first of ``columns`` with a rate, in the pricer's fallback order (None: no rate at all)."""
-        memo_key = (key, columns)
+    def __call__(self, key: tuple, charge) -> Decimal | None:
+        """The first of the class's rate columns with a rate, in the pricer's fallback order, as the
+        pricer applies it (None: no rate at all)."""
+        memo_key = (key, charge.rates, charge.per_request)
         if memo_key not in self._memo:
-            self._memo[memo_key] = next((r for c in columns if (r := self._lookup(*key, c)) is not None), None)
+            rate = next((r for c in charge.rates if (r := self._lookup(*key, c)) is not None), None)
+            self._memo[memo_key] = _unit_price(rate, charge.per_request)
         return self._memo[memo_key]
 
 
@@ -222,22 +224,20 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
     models, tiers, orgs, price_version = column("price_model"), column("pricing_tier"), column("org_slug"), column("price_version")
     override = overrides[src]
     raw_multiplier = column("price_multiplier")
-    as_decimal: dict = {}  # a batch has a handful of distinct multipliers and many rows
-    multiplier = np.array([Decimal(1) if pr or m is None or m != m else as_decimal.get(m) or as_decimal.setdefault(m, Decimal(m))
-                           for m, pr in zip(raw_multiplier, per_request)], dtype=object)
+    decimal = functools.lru_cache(maxsize=None)(Decimal)  # a batch has a handful of distinct multipliers
+    multiplier = np.array([Decimal(1) if pr or m is None or m != m else decimal(m) for m, pr in zip(raw_multiplier, per_request)],
+                          dtype=object)
     costs = {order: rows[c.cost].to_numpy(dtype=object) for order, c in enumerate(source.classes) if c.cost in rows}
     contracted_cost = np.array([v if type(v) is Decimal else Decimal(str(v)) for v in (costs[c][i] for c, i in zip(cls, src))],
                                dtype=object)
 
-    listed, contracted = _Rates(list_rate), _Rates(contracted_rate or (lambda *a: None))
+    listed, contracted = _UnitPrices(list_rate), _UnitPrices(contracted_rate or (lambda *a: None))
     list_base, own_base = np.empty(n, dtype=object), np.empty(n, dtype=object)  # per MTok or per request, before the multiplier
-    day_values, listed_units = days.to_numpy(), {}
+    day_values = days.to_numpy()
     for i, charge in enumerate(charges):
         key = (models[i], tiers[i], day_values[i])
-        if (key, cls[i]) not in listed_units:
-            listed_units[key, cls[i]] = _unit_price(listed(key, charge.rates), charge.per_request)
-        list_base[i] = listed_units[key, cls[i]]
-        own_base[i] = _unit_price(contracted((orgs[i], *key), charge.rates), charge.per_request) if override[i] else list_base[i]
+        list_base[i] = listed(key, charge)
+        own_base[i] = contracted((orgs[i], *key), charge) if override[i] else list_base[i]
     list_unit = np.array([None if b is None else b * m for b, m in zip(list_base, multiplier)], dtype=object)
     contracted_unit = np.array([None if b is None else b * m for b, m in zip(own_base, multiplier)], dtype=object)
     list_cost = contracted_cost
