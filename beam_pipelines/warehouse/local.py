@@ -188,11 +188,12 @@ class LocalWarehouse(Warehouse):
     def ensure_table(self, dataset: str, spec: TableSpec) -> None:
         self._dataset_dir(dataset, spec.table).mkdir(parents=True, exist_ok=True)
 
-    def _run_staging(self, dataset: str, table: str, run_id: str) -> str:
+    def _run_staging(self, dataset: str, run_id: str, table: str | None = None) -> str:
+        """The run's one staging folder (``table`` only has its name checked)."""
         return os.path.join(self._dataset_dir(dataset, table), STAGING, run_id)
 
     def stage(self, dataset, spec, run_id, parts: Iterable[pa.Table], scope=None) -> Staged | None:
-        folder = self._run_staging(dataset, spec.table, run_id)
+        folder = self._run_staging(dataset, run_id, spec.table)
         writers: dict[str, pq.ParquetWriter] = {}
         sinks: list[pa.NativeFile] = []
         written: list[str] = []
@@ -244,14 +245,14 @@ class LocalWarehouse(Warehouse):
             rows += meta.num_rows
         if not rows:
             return None
-        folder = self._run_staging(dataset, spec.table, run_id)
+        folder = self._run_staging(dataset, run_id, spec.table)
         os.makedirs(folder, exist_ok=True)
         for path in paths:
             shutil.move(path, os.path.join(folder, _staged_name(spec.table, _key(spec, day, scope))))
         return Staged(dataset, spec.table, run_id, (day,), rows, scope, folder, spec)
 
     def stage_empty(self, dataset, spec, run_id, scope=None) -> Staged:
-        return Staged(dataset, spec.table, run_id, (), 0, scope, self._run_staging(dataset, spec.table, run_id), spec)
+        return Staged(dataset, spec.table, run_id, (), 0, scope, self._run_staging(dataset, run_id, spec.table), spec)
 
     @staticmethod
     def _split(spec: TableSpec, part: pa.Table, scope: str | None):
@@ -304,7 +305,7 @@ class LocalWarehouse(Warehouse):
         entry["partition_field"], entry["scope_field"] = spec.partition_field, spec.scope_field
         replaced = []
         staged_keys: dict[str, list[tuple[str, str]]] = {}
-        for path, table, key, name in _staged_files(item.location):
+        for path, table, key, name in sorted(_staged_files(item.location)):  # a partition's files in a stable order
             if table == item.table:
                 staged_keys.setdefault(key, []).append((path, name))
         if spec.partition_field is None:
@@ -346,11 +347,11 @@ class LocalWarehouse(Warehouse):
 
     def discard(self, dataset: str, run_id: str) -> list[str]:
         tables = self.pending(dataset, run_id)
-        shutil.rmtree(self._dataset_dir(dataset) / STAGING / run_id, ignore_errors=True)
+        shutil.rmtree(self._run_staging(dataset, run_id), ignore_errors=True)
         return tables
 
     def pending(self, dataset: str, run_id: str) -> list[str]:
-        run_dir = self._dataset_dir(dataset) / STAGING / run_id
+        run_dir = Path(self._run_staging(dataset, run_id))
         if not run_dir.is_dir():
             return []
         tables = {table for _, table, _, _ in _staged_files(run_dir)}
