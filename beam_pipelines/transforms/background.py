@@ -1,13 +1,12 @@
 """Work a DoFn hands to a thread pool while its thread goes on with the next element.
 
-A fused stage runs every step of an element on one thread, one element at a time. Some of that
-work mostly waits (a provider's answer, an fsync) or runs in native code without the GIL (Arrow
-casts, Parquet writes); done on a few background threads it overlaps the stage's Python work
-instead of adding to it. :class:`BackgroundWork` keeps a bounded queue of such tasks and gives
-their results back in submission order, so a DoFn's outputs keep the order of its inputs.
-
-Everything a bundle started is finished by its ``finish_bundle`` (:meth:`BackgroundWork.drain`),
-so nothing outlives the bundle that produced it: a retried bundle redoes all of its work.
+The fetch step (:class:`beam_pipelines.transforms.fetch.FetchOrgs`) mostly waits on providers, so
+it keeps a bounded number of orgs in flight on a pool. :class:`BackgroundWork` is that queue: results
+come back in submission order, so the DoFn's outputs keep the order of its inputs, and whatever a
+bundle started is finished by its ``finish_bundle`` (:meth:`BackgroundWork.drain`), so nothing
+outlives the bundle that produced it: a retried bundle redoes all of its work. (Parquet writes and
+commits on such threads were tried for a fleet and dropped: no faster, the work was GIL- or
+journal-bound.)
 """
 from __future__ import annotations
 

@@ -18,15 +18,10 @@ import apache_beam as beam
 from beam_pipelines.errors import one_line_error
 from beam_pipelines.runs.records import CommitReport, fold_run
 from beam_pipelines.staging import remove_run
-from beam_pipelines.transforms.background import BackgroundWork, windowed
 from beam_pipelines.warehouse.base import CommitError
 from beam_pipelines.warehouse.tables import table_spec
 
 FLUSH_EVERY = 200
-# Commits of different orgs touch different datasets (and locks) and mostly wait on fsync and
-# renames (or on BigQuery's MERGE jobs): a few at once, their records still written in input order.
-COMMIT_THREADS = 4
-COMMIT_IN_FLIGHT = 16
 
 
 class _RecordRuns(beam.DoFn):
@@ -38,36 +33,16 @@ class _RecordRuns(beam.DoFn):
         self._metastore = self._ctx.metastore.open()
         self._warehouse = self._ctx.warehouse.open()
         self._specs = {options.table: table_spec(self._ctx.configs_dir, options) for _, options in self._loads}
-        self._work = BackgroundWork(COMMIT_THREADS, COMMIT_IN_FLIGHT, "commit")
-
-    def teardown(self):
-        work = getattr(self, "_work", None)
-        if work is not None:
-            work.shutdown()
 
     def start_bundle(self):
-        self._work.discard()  # anything a failed bundle left in flight
         self._runs, self._steps, self._dq = [], [], []
 
     def process(self, keyed):
-        for committed in self._work.submit(self._commit_run, keyed):
-            yield self._record(*committed)
-
-    def finish_bundle(self):
-        yield from windowed(self._record(*committed) for committed in self._work.drain())
-        self._flush()
-
-    def _commit_run(self, keyed):
-        """On a commit thread: one org's commit (its own dataset and lock) and its staged parts' removal."""
         run_id, grouped = keyed
         items, events, staged = list(grouped["items"]), list(grouped["events"]), list(grouped["staged"])
         org_slug = items[0].org_slug if items else events[0].org_slug
         report = self._commit(items[0] if items else None, org_slug, events, staged)
         remove_run(self._ctx.staging_root, run_id)  # staged billing parts: loaded or abandoned by now
-        return run_id, org_slug, items, events, report
-
-    def _record(self, run_id, org_slug, items, events, report) -> dict:
-        """On the bundle's thread, in input order: the run's record, written with the next flush."""
         update, steps, dq, extras = fold_run(run_id, org_slug, events, report)
         update["duration_ms"] = int((update["ended_at"] - self._ctx.loaded_at).total_seconds() * 1000)
         self._runs.append({"pipeline_logging_id": run_id, **update})
@@ -75,10 +50,13 @@ class _RecordRuns(beam.DoFn):
         self._dq += dq
         if len(self._runs) >= FLUSH_EVERY:
             self._flush()
-        return {"run_id": run_id, "org_slug": org_slug, "status": update["status"],
-                "rows_written": update["rows_written"], "error_message": update["error_message"],
-                "start_date": str(items[0].start_date) if items else None,
-                "end_date": str(items[0].end_date) if items else None, **extras}
+        yield {"run_id": run_id, "org_slug": org_slug, "status": update["status"],
+               "rows_written": update["rows_written"], "error_message": update["error_message"],
+               "start_date": str(items[0].start_date) if items else None,
+               "end_date": str(items[0].end_date) if items else None, **extras}
+
+    def finish_bundle(self):
+        self._flush()
 
     def _flush(self):
         self._metastore.upsert_step_logs(self._steps)
