@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from beam_pipelines.warehouse.parquet_options import write_options
+
 log = logging.getLogger(__name__)
 
 GS = "gs://"
@@ -78,12 +80,13 @@ class DayParts:
     ``abort`` closes what is open without returning anything (the caller removes the run's files).
     """
 
-    def __init__(self, folder: str, part_rows: int, day_column: str = "usage_date"):
+    def __init__(self, folder: str, part_rows: int, day_column: str = "usage_date", statistics: tuple[str, ...] = ()):
         if part_rows < 1:
             raise ValueError(f"part_rows must be at least 1, got {part_rows}")
         self.folder = folder
         self.part_rows = part_rows
         self.day_column = day_column
+        self.statistics = (day_column, *statistics)  # the day proves a part adoptable; see parquet_options
         self._open: dict[date, _OpenPart] = {}
         self._done: list = []
         self._count = 0
@@ -117,7 +120,8 @@ class DayParts:
         path = FileSystems.join(self.folder, day.isoformat(), f"part-{self._count:06d}.parquet")
         self._count += 1
         handle = FileSystems.create(path)  # local folders are created as needed
-        part = self._open[day] = _OpenPart(path, handle, pq.ParquetWriter(handle, schema))
+        writer = pq.ParquetWriter(handle, schema, **write_options(schema, self.part_rows, self.statistics))
+        part = self._open[day] = _OpenPart(path, handle, writer)
         return part
 
     def _finish(self, day: date) -> None:

@@ -1,6 +1,8 @@
 """The billing extract streams: bounded read batches, bounded staged parts, reading and writing overlapped."""
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 from types import SimpleNamespace
 
@@ -11,8 +13,9 @@ import pytest
 
 from beam_pipelines.errors import ProviderError
 from beam_pipelines.gcp.config import load_bq_etl_config
+from beam_pipelines.gcp.flatten import Flattener
 from beam_pipelines.gcp.generator import generate_export, write_export
-from beam_pipelines.gcp.overlap import Writer, ahead
+from beam_pipelines.gcp.overlap import Writer, ahead, mapped
 from beam_pipelines.gcp.sources import LocalExportSource
 from beam_pipelines.settings import REPO_CONFIGS
 from beam_pipelines.staging import DayParts
@@ -76,6 +79,31 @@ def test_the_fetcher_stages_bounded_parts_of_the_flattened_days(tmp_path, export
     assert pc.count_distinct(flat.column("row_key")).as_py() == 1500
 
 
+def test_staged_rows_keep_the_exports_order_and_are_written_as_warehouse_files(tmp_path, export):
+    """Batches are flattened on several threads; the parts hold them in the export's order. Parts are
+    written as the local warehouse writes a large file (it adopts them as they are): dictionaries for
+    text only, statistics for the day only."""
+    fetcher = GcpBillingFetcher(SimpleNamespace(page_rows=20_000), ETL, NOW, str(tmp_path / "staging"))
+    item = WorkItem("acme", "run-3", date(2026, 3, 1), date(2026, 3, 4))
+    credential = SimpleNamespace(metadata={"billing_export_path": export})
+    serial = Flattener(ETL.flatten)
+    expected = [serial(pa.Table.from_batches([b]), "acme", "run-3", NOW).column("row_key")
+                for b in pq.ParquetFile(export).iter_batches(batch_size=100)]
+    fetcher.options = SimpleNamespace(page_rows=100)  # read batches of 100 rows: many in flight at once
+    staged = fetcher.fetch(item, credential)
+    assert [k for p in staged for k in p.read().column("row_key").to_pylist()] == [
+        k for column in expected for k in column.to_pylist()]
+
+    fetcher.options = SimpleNamespace(page_rows=20_000)
+    staged = fetcher.fetch(WorkItem("acme", "run-4", date(2026, 3, 1), date(2026, 3, 4)), credential)
+    meta = pq.ParquetFile(staged[0].path).metadata
+    columns = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i) for i in range(meta.num_columns)}
+    assert columns["usage_date"].statistics.has_min_max
+    assert not columns["cost"].is_stats_set and not columns["service_description"].is_stats_set
+    assert any("DICTIONARY" in e for e in columns["service_description"].encodings)
+    assert not any("DICTIONARY" in e for e in columns["cost"].encodings)
+
+
 def test_a_failing_batch_removes_what_the_org_staged(tmp_path, export, monkeypatch):
     fetcher = GcpBillingFetcher(SimpleNamespace(page_rows=100), ETL, NOW, str(tmp_path / "staging"))
     calls = []
@@ -118,6 +146,37 @@ def test_ahead_keeps_order_raises_the_producers_error_and_closes_it_when_the_con
         if n == 3:
             break
     assert closed == [True]
+
+
+def test_mapped_keeps_order_holds_at_most_depth_and_raises_an_error_in_its_turn():
+    def slow_square(n):
+        time.sleep(0.002 * (n % 3))  # later items finish first
+        return n * n
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(mapped(slow_square, range(30), pool, 3)) == [n * n for n in range(30)]
+        taken = []
+
+        def source():
+            for n in range(100):
+                taken.append(n)
+                yield n
+
+        results = mapped(slow_square, source(), pool, 3)
+        assert next(results) == 0
+        results.close()
+        assert taken == [0, 1, 2], "no more than depth items are taken ahead"
+
+        def fail_on_four(n):
+            if n == 4:
+                raise ValueError("item 4")
+            return n
+
+        got = []
+        with pytest.raises(ValueError, match="item 4"):
+            for value in mapped(fail_on_four, range(10), pool, 2):
+                got.append(value)
+        assert got == [0, 1, 2, 3]
 
 
 def test_the_writer_writes_in_order_and_raises_its_error_in_the_caller():

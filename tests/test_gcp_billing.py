@@ -116,6 +116,36 @@ def test_malformed_export_fails_that_org_and_writes_nothing(settings, tmp_path):
     assert not list((settings.home / "staging").rglob("*.parquet"))
 
 
+def test_a_focus_part_that_cannot_be_mapped_fails_its_org_only(settings, tmp_path, monkeypatch):
+    """Parts of several orgs are mapped to FOCUS on a pool at once: one org's failure stays its own."""
+    import beam_pipelines.transforms.focus as focus_step
+
+    for org in ("acme", "globex"):
+        path = tmp_path / f"{org}.parquet"
+        pq.write_table(generate_export(org, DAY, 3, 400), path)
+        seed_org(settings, org, gcp_billing_export=str(path))
+    mapping = focus_step.focus_rows_gcp
+
+    def refuse_globex(rows, **kwargs):
+        if "globex" in rows.column("org_slug").to_pylist():
+            raise ValueError("credits: not a JSON list of credits (in a test)")
+        return mapping(rows, **kwargs)
+
+    monkeypatch.setattr(focus_step, "focus_rows_gcp", refuse_globex)
+    result = _run(settings, ["acme", "globex"], DAY, DAY)
+    status = {r["org_slug"]: r for r in result.runs}
+    assert status["acme"]["status"] == "COMPLETED"
+    assert status["globex"]["status"] == "FAILED" and "not a JSON list of credits" in status["globex"]["error_message"]
+    warehouse = LocalWarehouse(settings.warehouse_dir)
+    _, days = warehouse.query("SELECT x_ChargeDate, COUNT(*) FROM acme_dev.focus_cost_daily GROUP BY 1 ORDER BY 1")
+    _, raw = warehouse.query("SELECT usage_date, COUNT(*) FROM acme_dev.gcp_billing_daily_raw GROUP BY 1 ORDER BY 1")
+    assert [d for d, _ in days] == [d for d, _ in raw] == [DAY - timedelta(days=2), DAY - timedelta(days=1), DAY]
+    assert all(n >= r for (_, n), (_, r) in zip(days, raw)), "every source row has its FOCUS row"
+    assert warehouse.read_table("globex_dev", "gcp_billing_daily_raw") is None
+    assert warehouse.read_table("globex_dev", "focus_cost_daily") is None
+    assert not list((settings.home / "staging").rglob("*.parquet"))
+
+
 def test_seed_refuses_an_export_that_is_neither_table_nor_file(settings):
     with pytest.raises(ConvergenceError, match="neither project.dataset"):
         seed_org(settings, "acme", gcp_billing_export="/nope/missing.parquet")

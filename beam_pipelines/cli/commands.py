@@ -149,7 +149,7 @@ def cmd_reconcile(settings, args) -> int:
 def cmd_focus(settings, args) -> int:
     import pyarrow as pa
 
-    from beam_pipelines.focus.columns import focus_schema
+    from beam_pipelines.focus.columns import PARTITION, SCOPE, focus_schema
     from beam_pipelines.focus.validator import validate_focus
     from beam_pipelines.orgs import check_org_slug
     from beam_pipelines.pipeline.dates import utc_today
@@ -157,7 +157,7 @@ def cmd_focus(settings, args) -> int:
 
     check_org_slug(args.org)
     start, end = last_days(args.days, utc_today())
-    spec = TableSpec("focus_cost_daily", focus_schema(settings.configs_dir), "x_ChargeDate", scope_field="x_Provider")
+    spec = TableSpec("focus_cost_daily", focus_schema(settings.configs_dir), PARTITION, scope_field=SCOPE)
     parts = list(WarehouseSpec.from_settings(settings).open().read_days(settings.org_dataset(args.org), spec, start, end))
     if not parts:
         print(f"no FOCUS rows for {args.org} in {start} .. {end}")

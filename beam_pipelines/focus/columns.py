@@ -25,6 +25,7 @@ SPEC_FILE = Path("focus") / "focus_1_2_columns.yml"
 SCHEMA_FILE = Path("focus") / "schemas" / "focus_cost_daily.json"
 FOCUS_VERSION = "1.2"
 CUSTOM_PREFIX = "x_"
+PARTITION, SCOPE = "x_ChargeDate", "x_Provider"  # focus_cost_daily is partitioned by day, each provider replacing its own
 
 
 @dataclass(frozen=True)

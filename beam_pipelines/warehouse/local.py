@@ -41,26 +41,13 @@ import pyarrow.parquet as pq
 from beam_pipelines.errors import WarehouseError
 from beam_pipelines.warehouse.arrow_schema import arrow_schema
 from beam_pipelines.warehouse.base import CommitError, DayStats, Staged, TableSpec, Warehouse
+from beam_pipelines.warehouse.parquet_options import write_options
 
 NAME = re.compile(r"^[a-z0-9_]+$")
 MANIFEST = "_manifest.json"
 STAGING = "_staging"
 LEGACY_FILE = "data.parquet"
 FORMAT = 1
-# Snappy, Parquet's default: a fleet stages thousands of small files, and zstd's per-column set-up
-# made each 70-column FOCUS file cost 2.8 ms to write against 1.3 ms (files are a few KB either way).
-COMPRESSION = "snappy"
-SMALL_PART_ROWS = 10_000
-
-
-def _write_options(spec: TableSpec, rows: int) -> dict:
-    """A small part (one org's day) is written without dictionaries and with statistics only for the
-    columns readers prune on: for a few hundred rows they only cost time (70-column FOCUS file: 1.7 ->
-    1.2 ms) and bytes. A large part gets both."""
-    if rows >= SMALL_PART_ROWS:
-        return {"compression": COMPRESSION}
-    pruned = [c for c in (spec.partition_field, spec.scope_field, *spec.cluster_by) if c]
-    return {"compression": COMPRESSION, "use_dictionary": False, "write_statistics": pruned or False}
 
 
 def _key(spec: TableSpec, day: date | None, scope: str | None) -> str:
@@ -209,7 +196,8 @@ class LocalWarehouse(Warehouse):
                             os.makedirs(folder, exist_ok=True)
                         written.append(os.path.join(folder, _staged_name(spec.table, key)))
                         sinks.append(pa.OSFile(written[-1], "wb"))
-                        writer = writers[key] = pq.ParquetWriter(sinks[-1], piece.schema, **_write_options(spec, piece.num_rows))
+                        writer = writers[key] = pq.ParquetWriter(sinks[-1], piece.schema, **write_options(
+                            piece.schema, piece.num_rows, (spec.partition_field, spec.scope_field, *spec.cluster_by)))
                     writer.write_table(piece)
                     rows += piece.num_rows
         except BaseException:
