@@ -15,10 +15,11 @@ from beam_pipelines.errors import ProviderError
 from beam_pipelines.gcp.config import load_bq_etl_config
 from beam_pipelines.gcp.flatten import Flattener
 from beam_pipelines.gcp.generator import generate_export, write_export
-from beam_pipelines.gcp.overlap import Writer, ahead, mapped
+from beam_pipelines.gcp.overlap import Writer, ahead
 from beam_pipelines.gcp.sources import LocalExportSource
 from beam_pipelines.settings import REPO_CONFIGS
 from beam_pipelines.staging import DayParts
+from beam_pipelines.transforms.background import mapped
 from beam_pipelines.transforms.elements import WorkItem
 from beam_pipelines.transforms.gcp import GcpBillingFetcher
 

@@ -33,11 +33,14 @@ from beam_pipelines.focus.gcp import (
     PROVIDER,
     REGIONS,
     SERVICES,
+    MONEY,
     SOURCE_COLUMNS,
+    _from_float,
     _resource_type,
     _tags,
     _unit,
     _unit_price,
+    _unit_prices,
     focus_rows_gcp,
 )
 from beam_pipelines.gcp.config import FlattenOptions, load_bq_etl_config
@@ -111,6 +114,28 @@ def test_the_source_columns_are_all_the_mapping_reads():
     needed = rows.select([c for c in rows.column_names if c in SOURCE_COLUMNS])
     assert len(needed.column_names) < len(rows.column_names)
     assert focus_rows_gcp(needed, run_id="r").equals(focus_rows_gcp(rows, run_id="r"))
+
+
+def test_roundings_in_doubles_give_the_decimal_values_ties_and_extremes_included():
+    """Most amounts and unit prices are rounded in doubles, the undecidable ones in decimals: every value
+    must be the one ``Decimal`` gives, across magnitudes, at ties of the ninth place and beyond 2^53."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    floats = np.concatenate([
+        rng.normal(0, 1, n) * 10.0 ** rng.integers(-12, 12, n),
+        (rng.integers(-10**9, 10**9, 5_000) + 0.5) / 1e9,  # ties at the ninth place
+        [0.0, -0.0, 1e-13, 5e-10, -5e-10, 1.5e-9, 2.5e-9, 123456.0000000005, 70368.7441776645, 9.99e18, -9.99e18],
+    ])
+    want = [Decimal(repr(float(v))).quantize(NANO, ROUND_HALF_EVEN) for v in floats]
+    assert _from_float(pa.array(floats), "usage_amount").to_pylist() == want
+
+    def decimals(units):
+        return [None if u is None else Decimal(int(u)).scaleb(-9) for u in units]
+
+    costs = decimals([*rng.integers(-10**13, 10**13, n), *(int(v) * 10**12 for v in rng.integers(-10**15, 10**15, 200)), 1, 3, 5, 0, 0, 7, None, 1])
+    quantities = decimals([*rng.integers(1, 10**12, n), *rng.integers(1, 10**6, 200), 2, 2, 2, 0, 5, 0, 1, None])
+    expected = [_unit_price(c, q) for c, q in zip(costs, quantities)]
+    assert _unit_prices(pa.array(costs, MONEY), pa.array(quantities, MONEY)).to_pylist() == expected
 
 
 def test_a_pandas_batch_gives_the_same_rows():

@@ -128,6 +128,9 @@ NANO = Decimal("1e-9")
 _LIMIT = 1e19  # 28 significant digits with nine decimals (Decimal's context): a quantity of 1e19 or more is an error
 _EXACT_BELOW = 1e9  # unit prices at or above this go through Decimal (see _unit_prices)
 _TIE_BAND = 1e-9  # a quotient this close to a rounding tie (in nano-units) goes through Decimal
+_FAST_BELOW = 2.0 ** 46  # nano-units: a double within 2^-52 of an exact value is within 2^-6 of it below this
+_TIE_MARGIN = 0.05  # nano-units from a half beyond which a double rounds as its exact value does
+_DOUBLE_EXACT = 2 ** 53  # integers a double holds exactly
 HOUR = pa.scalar(3_600_000_000, pa.duration("us"))
 CREDIT = pa.struct([("name", pa.string()), ("amount", pa.float64()), ("full_name", pa.string()), ("id", pa.string()),
                     ("type", pa.string())])
@@ -222,7 +225,10 @@ def _fit(values: pa.Array, name: str) -> pa.Array:
 
 
 def _from_float(values: pa.Array, name: str) -> pa.Array:
-    """``Decimal(repr(v)).quantize(1e-9, ROUND_HALF_EVEN)`` for a whole array; NaN is NULL."""
+    """``Decimal(repr(v)).quantize(1e-9, ROUND_HALF_EVEN)`` for a whole array; NaN is NULL.
+
+    Most values are rounded in doubles (:func:`_rounded_nanos`); the rest go through their shortest text.
+    """
     numbers = values.to_numpy(zero_copy_only=False)
     finite = np.isfinite(numbers)
     missing = np.isnan(numbers)
@@ -230,7 +236,15 @@ def _from_float(values: pa.Array, name: str) -> pa.Array:
         raise ValueError(f"{name}: a value is infinite or too large for NUMERIC (below 1e19)")
     numbers = np.where(np.abs(numbers) < 1e-12, 0.0, numbers)  # rounds to 0 anyway; keeps the repr short
     mask = missing | np.asarray(values.is_null(), dtype=bool) if values.null_count else missing
-    return _from_text(pc.cast(pa.array(numbers, pa.float64(), mask=mask), pa.string()), name)
+    # repr(v) is within half an ulp of v, and v * 1e9 is rounded once more: off by at most 2^-52 of it
+    nanos, decided = _rounded_nanos(numbers * 1e9, ~mask)
+    slow = ~decided & ~mask
+    fast = _from_nanos(nanos, decided)
+    if not slow.any():
+        return fast
+    index = pa.array(np.flatnonzero(slow))
+    exact = _from_text(pc.cast(pa.array(numbers, pa.float64()).take(index), pa.string()), name)
+    return pc.replace_with_mask(fast, pa.array(slow), exact)
 
 
 def _from_text(text: pa.Array, name: str) -> pa.Array:
@@ -239,6 +253,39 @@ def _from_text(text: pa.Array, name: str) -> pa.Array:
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise ValueError(f"{name}: a value is not a decimal number NUMERIC can hold") from None
     return _fit(pc.round(exact, ndigits=9, round_mode="half_to_even"), name)
+
+
+def _rounded_nanos(scaled: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half-even integers of doubles that stand for exact values within 2^-52 of themselves, and where
+    that rounding is certainly the exact value's: below 2^46 the error is under 2^-6, so a double more
+    than ``_TIE_MARGIN`` from a half rounds as the exact value does. Elsewhere (near a tie, too large,
+    not valid) the caller computes exactly."""
+    with np.errstate(invalid="ignore"):
+        small = valid & (np.abs(np.nan_to_num(scaled, nan=np.inf)) < _FAST_BELOW)
+        values = np.where(small, scaled, 0.0)
+        rounded = np.rint(values)
+        decided = small & (np.abs(np.abs(values - np.trunc(values)) - 0.5) > _TIE_MARGIN)
+    return rounded.astype(np.int64), decided
+
+
+def _from_nanos(nanos: np.ndarray, valid: np.ndarray) -> pa.Array:
+    """NUMERIC values from their counts of nano-units: the decimal128 words written directly (little-endian
+    two's complement, the high word the sign of the low one), NULL where not ``valid``."""
+    words = np.empty((len(nanos), 2), dtype=np.int64)
+    words[:, 0] = np.where(valid, nanos, 0)
+    words[:, 1] = words[:, 0] >> 63
+    bitmap = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(MONEY, len(nanos), [bitmap, pa.py_buffer(words)])
+
+
+def _nanos(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """NUMERIC values as counts of nano-units, and where that count is exact in a double (valid, below 2^53)."""
+    if values.type != MONEY:
+        return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
+    words = np.frombuffer(values.buffers()[1], dtype=np.int64)[2 * values.offset:2 * (values.offset + len(values))]
+    low, high = words[0::2], words[1::2]
+    valid = np.asarray(values.is_valid(), dtype=bool)
+    return low, valid & (high == (low >> 63)) & (low > -_DOUBLE_EXACT) & (low < _DOUBLE_EXACT)
 
 
 def _add(*terms: pa.Array, minus: tuple[pa.Array, ...] = ()) -> pa.Array:
@@ -264,6 +311,28 @@ def _per_row(n: int, rows: np.ndarray, amounts: pa.Array) -> pa.Array:
 
 def _unit_prices(cost: pa.Array, quantity: pa.Array) -> pa.Array:
     """cost ÷ quantity rounded half-even to nine places; 0 for 0 ÷ 0, NULL for another ÷ 0.
+
+    Most rows divide in doubles: their counts of nano-units are exact below 2^53, and the quotient
+    (rounded twice) is within 2^-52 of itself, so :func:`_rounded_nanos` decides them. The others
+    (near a tie, large, zero quantities) go through :func:`_unit_prices_exact`.
+    """
+    costs, cost_ok = _nanos(cost)
+    quantities, quantity_ok = _nanos(quantity)
+    usable = cost_ok & quantity_ok & (quantities != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = costs.astype(np.float64) / np.where(usable, quantities, 1).astype(np.float64) * 1e9
+    nanos, decided = _rounded_nanos(scaled, usable)
+    both = np.asarray(pc.and_(cost.is_valid(), quantity.is_valid()), dtype=bool)
+    slow = both & ~decided
+    fast = _from_nanos(nanos, decided)
+    if not slow.any():
+        return fast
+    index = pa.array(np.flatnonzero(slow))
+    return pc.replace_with_mask(fast, pa.array(slow), _unit_prices_exact(cost.take(index), quantity.take(index)))
+
+
+def _unit_prices_exact(cost: pa.Array, quantity: pa.Array) -> pa.Array:
+    """:func:`_unit_prices` in decimals.
 
     Arrow divides exactly and truncates at 38 places; rounding that half-even is the exact rounding
     of the quotient (a quotient of two nine-place numbers below 1e19 is never within 1e-38 of a tie

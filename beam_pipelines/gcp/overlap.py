@@ -1,7 +1,8 @@
 """Overlap reading, flattening and writing a billing export on the worker's cores.
 
 Arrow's Parquet reader and writer and DuckDB release the GIL, so a thread reading the next batch and
-one writing the previous part run while batches are flattened, several at once (:func:`mapped`). Each hand-over is a queue of
+one writing the previous part run while batches are flattened (several at once, with
+:func:`beam_pipelines.transforms.background.mapped`). Each hand-over is a queue of
 one item: memory holds at most a batch ahead and a batch behind, never a day. An error in a thread
 is raised in the caller, with its traceback; a caller that stops early stops the thread.
 """
@@ -9,13 +10,10 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor
 from typing import TypeVar
 
 T = TypeVar("T")
-R = TypeVar("R")
 READ_ROWS = 25_000  # rows per batch read from an export: the Parquet reader's buffers grow with the batch
 _DONE = object()
 _POLL = 0.1  # seconds between checks whether the other side gave up
@@ -64,29 +62,6 @@ def ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
     finally:
         stopped.set()
         thread.join()
-
-
-def mapped(function: Callable[[T], R], items: Iterable[T], pool: Executor, depth: int) -> Iterator[R]:
-    """``function(item)`` for each item, in order, computed on ``pool`` with at most ``depth`` in flight.
-
-    Memory holds ``depth`` items and their results, never the whole iterable. An error in ``function``
-    is raised here when its turn comes; leaving early (an error, or the consumer stopping) cancels what
-    has not started and waits for what has, so no thread still works on an abandoned item.
-    """
-    pending: deque = deque()
-    try:
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= depth:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for future in pending:
-            future.cancel()
-        for future in pending:
-            if not future.cancelled():
-                future.exception()  # waits; its error was not asked for
 
 
 class Writer:

@@ -4,7 +4,8 @@ The fetch step (:class:`beam_pipelines.transforms.fetch.FetchOrgs`) mostly waits
 it keeps a bounded number of orgs in flight on a pool. :class:`BackgroundWork` is that queue: results
 come back in submission order, so the DoFn's outputs keep the order of its inputs, and whatever a
 bundle started is finished by its ``finish_bundle`` (:meth:`BackgroundWork.drain`), so nothing
-outlives the bundle that produced it: a retried bundle redoes all of its work. (Parquet writes and
+outlives the bundle that produced it: a retried bundle redoes all of its work. :func:`mapped` is the
+same within one element: the parts of a billing day flattened or checked a few at a time, in order. (Parquet writes and
 commits on such threads were tried for a fleet and dropped: no faster, the work was GIL- or
 journal-bound.)
 """
@@ -12,12 +13,16 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import TypeVar
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class BackgroundWork:
@@ -48,6 +53,29 @@ class BackgroundWork:
     def shutdown(self) -> None:
         self.discard()
         self._pool.shutdown(wait=True)
+
+
+def mapped(function: Callable[[T], R], items: Iterable[T], pool: Executor, depth: int) -> Iterator[R]:
+    """``function(item)`` for each item, in order, computed on ``pool`` with at most ``depth`` in flight.
+
+    Memory holds ``depth`` items and their results, never the whole iterable. An error in ``function``
+    is raised here when its turn comes; leaving early (an error, or the consumer stopping) cancels what
+    has not started and waits for what has, so no thread still works on an abandoned item.
+    """
+    pending: collections.deque[Future] = collections.deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) >= depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                future.exception()  # waits; its error was not asked for
 
 
 def windowed(outputs: Iterable) -> Iterator:

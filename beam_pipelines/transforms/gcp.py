@@ -19,10 +19,11 @@ import pyarrow as pa
 from beam_pipelines.config.schema import TableSchema, load_schema
 from beam_pipelines.gcp.config import load_bq_etl_config
 from beam_pipelines.gcp.flatten import Flattener
-from beam_pipelines.gcp.overlap import READ_ROWS, Writer, ahead, mapped
+from beam_pipelines.gcp.overlap import READ_ROWS, Writer, ahead
 from beam_pipelines.gcp.sources import export_source
 from beam_pipelines.secrets.credentials import Credential
 from beam_pipelines.staging import DayParts, remove_run, run_folder
+from beam_pipelines.transforms.background import mapped
 from beam_pipelines.transforms.elements import EVENTS, StagedRows, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.transforms.step import StepTransform

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -19,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.quality.arrow import evaluate_table
 from beam_pipelines.quality.suite import Result, Suite, columns_used, evaluate, evaluate_runs, load_suite
+from beam_pipelines.transforms.background import mapped
 from beam_pipelines.transforms.elements import OrgBatch, RunsBatch, StagedRows, StepEvent
 from beam_pipelines.transforms.runs import run_counts
 from beam_pipelines.transforms.step import StepTransform
@@ -26,16 +28,24 @@ from beam_pipelines.transforms.step import StepTransform
 PARTS = "parts"
 
 
-def _frames(rows: list, columns: set[str]) -> Iterator[pd.DataFrame | pa.Table]:
-    """One frame of the in-memory batches; staged (larger-than-memory) batches one part at a time, each
-    read only when its turn comes and only the ``columns`` the suite reads, and checked in Arrow
-    (:mod:`beam_pipelines.quality.arrow`): a billing day is never held whole, nor made of Python objects."""
+PART_THREADS = 2  # staged parts checked at once: Arrow's reader and kernels release the GIL
+
+
+def _checked(suite: Suite, rows: list, columns: set[str], pool: ThreadPoolExecutor) -> Iterator[tuple[list[Result], int]]:
+    """Each frame's results and row count: the in-memory batches as one frame; staged (larger-than-memory)
+    batches one part at a time (a few on the pool at once), each read only when its turn comes and only
+    the ``columns`` the suite reads, and checked in Arrow (:mod:`beam_pipelines.quality.arrow`): a
+    billing day is never held whole, nor made of Python objects."""
     in_memory = [r.to_pandas() if isinstance(r, pa.Table) else r for r in rows if not isinstance(r, StagedRows)]
     if in_memory:
-        yield pd.concat(in_memory, ignore_index=True)
-    for part in rows:
-        if isinstance(part, StagedRows):
-            yield _read_columns(part, columns)
+        frame = pd.concat(in_memory, ignore_index=True)
+        yield _evaluate(suite, frame), len(frame)
+
+    def check(part: StagedRows) -> tuple[list[Result], int]:
+        table = _read_columns(part, columns)
+        return _evaluate(suite, table), table.num_rows
+
+    yield from mapped(check, [r for r in rows if isinstance(r, StagedRows)], pool, PART_THREADS)
 
 
 def _read_columns(part: StagedRows, columns: set[str]) -> pa.Table:
@@ -82,14 +92,21 @@ class _Validate(beam.DoFn):
         self._suite = suite
         self._columns = set().union(*(columns_used(e) for e in suite.expectations))
 
+    def setup(self):
+        self._pool = ThreadPoolExecutor(PART_THREADS, thread_name_prefix="dq")
+
+    def teardown(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def process(self, keyed):
         (org_slug, run_id), batches = keyed
         started = datetime.now(timezone.utc)
         per_frame, checked = [], 0
-        for frame in _frames([b.rows for b in batches], self._columns):
-            per_frame.append(_evaluate(self._suite, frame))
-            checked += len(frame)
-            del frame
+        for results, rows in _checked(self._suite, [b.rows for b in batches], self._columns, self._pool):
+            per_frame.append(results)
+            checked += rows
         results = combine(per_frame or [evaluate(self._suite, pd.DataFrame())])
         yield run_event(self._step, self._suite, run_id, org_slug, results, checked, started)
 
