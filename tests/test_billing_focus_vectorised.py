@@ -28,12 +28,12 @@ from beam_pipelines.focus.gcp import (
     CHARGE_CATEGORY,
     CUD_CATEGORY,
     INVOICE_ISSUER,
+    MONEY,
     NETTED,
     OTHER,
     PROVIDER,
     REGIONS,
     SERVICES,
-    MONEY,
     SOURCE_COLUMNS,
     _from_float,
     _resource_type,
@@ -132,7 +132,8 @@ def test_roundings_in_doubles_give_the_decimal_values_ties_and_extremes_included
     def decimals(units):
         return [None if u is None else Decimal(int(u)).scaleb(-9) for u in units]
 
-    costs = decimals([*rng.integers(-10**13, 10**13, n), *(int(v) * 10**12 for v in rng.integers(-10**15, 10**15, 200)), 1, 3, 5, 0, 0, 7, None, 1])
+    large = [int(v) * 10**12 for v in rng.integers(-10**15, 10**15, 200)]  # beyond 2^53 nano-units
+    costs = decimals([*rng.integers(-10**13, 10**13, n), *large, 1, 3, 5, 0, 0, 7, None, 1])
     quantities = decimals([*rng.integers(1, 10**12, n), *rng.integers(1, 10**6, 200), 2, 2, 2, 0, 5, 0, 1, None])
     expected = [_unit_price(c, q) for c, q in zip(costs, quantities)]
     assert _unit_prices(pa.array(costs, MONEY), pa.array(quantities, MONEY)).to_pylist() == expected
