@@ -80,13 +80,12 @@ class DayParts:
     ``abort`` closes what is open without returning anything (the caller removes the run's files).
     """
 
-    def __init__(self, folder: str, part_rows: int, day_column: str = "usage_date", statistics: tuple[str, ...] = ()):
+    def __init__(self, folder: str, part_rows: int, day_column: str = "usage_date"):
         if part_rows < 1:
             raise ValueError(f"part_rows must be at least 1, got {part_rows}")
         self.folder = folder
         self.part_rows = part_rows
         self.day_column = day_column
-        self.statistics = (day_column, *statistics)  # the day proves a part adoptable; see parquet_options
         self._open: dict[date, _OpenPart] = {}
         self._done: list = []
         self._count = 0
@@ -120,7 +119,8 @@ class DayParts:
         path = FileSystems.join(self.folder, day.isoformat(), f"part-{self._count:06d}.parquet")
         self._count += 1
         handle = FileSystems.create(path)  # local folders are created as needed
-        writer = pq.ParquetWriter(handle, schema, **write_options(schema, self.part_rows, self.statistics))
+        # statistics of the day prove the part adoptable as a warehouse file (see parquet_options)
+        writer = pq.ParquetWriter(handle, schema, **write_options(schema, self.part_rows, (self.day_column,)))
         part = self._open[day] = _OpenPart(path, handle, writer)
         return part
 

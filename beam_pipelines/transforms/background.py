@@ -1,13 +1,14 @@
 """Work a DoFn hands to a thread pool while its thread goes on with the next element.
 
 The fetch step (:class:`beam_pipelines.transforms.fetch.FetchOrgs`) mostly waits on providers, so
-it keeps a bounded number of orgs in flight on a pool. :class:`BackgroundWork` is that queue: results
-come back in submission order, so the DoFn's outputs keep the order of its inputs, and whatever a
-bundle started is finished by its ``finish_bundle`` (:meth:`BackgroundWork.drain`), so nothing
-outlives the bundle that produced it: a retried bundle redoes all of its work. :func:`mapped` is the
-same within one element: the parts of a billing day flattened or checked a few at a time, in order. (Parquet writes and
-commits on such threads were tried for a fleet and dropped: no faster, the work was GIL- or
-journal-bound.)
+it keeps a bounded number of orgs in flight on a pool; the billing FOCUS step keeps a few staged
+parts in flight (Arrow releases the GIL). :class:`BackgroundWork` is that queue: results come back
+in submission order, so the DoFn's outputs keep the order of its inputs, and whatever a bundle
+started is finished by its ``finish_bundle`` (:meth:`BackgroundWork.drain`), so nothing outlives the
+bundle that produced it: a retried bundle redoes all of its work. :class:`PooledDoFn` is a DoFn
+built on it. :func:`mapped` is the same within one element: the batches of a billing day flattened,
+or its parts checked, a few at a time, in order. (Parquet writes and commits on such threads were
+tried for a fleet and dropped: no faster, the work was GIL- or journal-bound.)
 """
 from __future__ import annotations
 
@@ -53,6 +54,52 @@ class BackgroundWork:
     def shutdown(self) -> None:
         self.discard()
         self._pool.shutdown(wait=True)
+
+
+class PooledDoFn(beam.DoFn):
+    """A DoFn whose per-element ``work`` runs on a pool, ``pool_size()`` elements in flight.
+
+    ``work(element)`` runs on a pool thread and returns a result; ``emit(result)`` turns it into
+    outputs on the bundle's thread, in the order of the elements; ``flush()`` adds outputs at the end
+    of a bundle. Subclasses that open more in ``setup`` or ``start_bundle`` call these too.
+    """
+
+    pool_name = "work"
+
+    def pool_size(self) -> int:
+        raise NotImplementedError
+
+    def work(self, element):
+        raise NotImplementedError
+
+    def emit(self, result) -> Iterable:
+        return result
+
+    def flush(self) -> Iterable:
+        return ()
+
+    def setup(self):
+        self._work = BackgroundWork(self.pool_size(), self.pool_size(), self.pool_name)
+
+    def teardown(self):
+        work = getattr(self, "_work", None)
+        if work is not None:
+            work.shutdown()
+
+    def start_bundle(self):
+        self._work.discard()  # anything a failed bundle left in flight
+
+    def process(self, element):
+        for result in self._work.submit(self.work, element):
+            yield from self.emit(result)
+
+    def finish_bundle(self):
+        def outputs():
+            for result in self._work.drain():
+                yield from self.emit(result)
+            yield from self.flush()
+
+        yield from windowed(outputs())
 
 
 def mapped(function: Callable[[T], R], items: Iterable[T], pool: Executor, depth: int) -> Iterator[R]:

@@ -32,7 +32,7 @@ from beam_pipelines.errors import ConvergenceError, ProviderError, one_line_erro
 from beam_pipelines.pipeline import progress
 from beam_pipelines.runs.admission import admit
 from beam_pipelines.secrets.credentials import Credential, open_credential
-from beam_pipelines.transforms.background import BackgroundWork, windowed
+from beam_pipelines.transforms.background import PooledDoFn
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, StagedRows, StepEvent, WorkItem
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,9 @@ class _RunsGatherer:
         self._runs, self._frames, self._rows = [], [], 0
 
 
-class FetchOrgs(beam.DoFn):
+class FetchOrgs(PooledDoFn):
+    pool_name = "fetch"
+
     def __init__(self, fetcher: OrgFetcher, step_id: str, ps_type: str, ctx, max_concurrency: int):
         self._fetcher = fetcher
         self._step_id = step_id
@@ -136,38 +138,28 @@ class FetchOrgs(beam.DoFn):
         self._integration = ctx.integration(fetcher.provider)
         self._max = max_concurrency
 
+    def pool_size(self) -> int:
+        return self._max
+
     def setup(self):
         self._metastore = self._metastore_spec.open()
         self._cipher = self._cipher_spec.open()
-        self._work = BackgroundWork(self._max, self._max, "fetch")
-
-    def teardown(self):
-        work = getattr(self, "_work", None)
-        if work is not None:
-            work.shutdown()
+        super().setup()
 
     def start_bundle(self):
-        self._work.discard()  # anything a failed bundle left in flight
+        super().start_bundle()
         self._gatherer = _RunsGatherer() if getattr(self._fetcher, "fleet_batches", False) else None
 
-    def process(self, item: WorkItem):
-        for fetched in self._work.submit(self._fetch_one, item):
-            yield from self._outputs(*fetched)
+    def flush(self):
+        return self._gatherer.flush() if self._gatherer is not None else ()
 
-    def finish_bundle(self):
-        def outputs():
-            for fetched in self._work.drain():
-                yield from self._outputs(*fetched)
-            if self._gatherer is not None:
-                yield from self._gatherer.flush()
-
-        yield from windowed(outputs())
-
-    def _outputs(self, batches: list[OrgBatch], event: StepEvent):
+    def emit(self, fetched: tuple[list[OrgBatch], StepEvent]):
+        batches, event = fetched
         yield from batches if self._gatherer is None else self._gatherer.add(batches)
         yield beam.pvalue.TaggedOutput(EVENTS, event)
 
-    def _fetch_one(self, item: WorkItem) -> tuple[list[OrgBatch], StepEvent]:
+    def work(self, item: WorkItem) -> tuple[list[OrgBatch], StepEvent]:
+        """One org admitted, decrypted and fetched, on a pool thread."""
         started = datetime.now(timezone.utc)
         provider = self._fetcher.provider
         batches: list[OrgBatch] = []

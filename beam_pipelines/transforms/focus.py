@@ -30,7 +30,7 @@ from beam_pipelines.focus.llm import ANTHROPIC, OPENAI, Source, focus_rows, pric
 from beam_pipelines.focus.validator import validate_focus
 from beam_pipelines.pricing.anthropic_cost import BATCH_TIERS
 from beam_pipelines.pricing.openai_cost import TIER_ALIASES
-from beam_pipelines.transforms.background import BackgroundWork, windowed
+from beam_pipelines.transforms.background import PooledDoFn
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows
 from beam_pipelines.transforms.step import StepTransform
 from beam_pipelines.transforms.usage import OrgPricedStep
@@ -82,37 +82,27 @@ PART_THREADS = max(1, min(4, os.cpu_count() or 1))  # parts mapped at once: Arro
 # the GIL (a 2M-row day's FOCUS took 10 s on one thread, ~5 s on two on two cores); each holds a chunk and its FOCUS rows
 
 
-class _FocusParts(beam.DoFn):
+class _FocusParts(PooledDoFn):
     """Maps each staged part on a pool, ``PART_THREADS`` parts at once, its outputs in the order of the parts.
 
     A part's chunks are read, mapped and written one after the other on its thread; the parts in
-    flight keep the cores busy (within one part, each step waited for the one before it). What a
-    bundle started is finished by its ``finish_bundle``, as in :class:`BackgroundWork`.
+    flight keep the cores busy (within one part, each step waited for the one before it).
     """
+
+    pool_name = "focus"
 
     def __init__(self, step: StepTransform):
         self._step = step
 
+    def pool_size(self) -> int:
+        return PART_THREADS
+
     def setup(self):
         self._schema = focus_schema(self._step.ctx.configs_dir)
-        self._work = BackgroundWork(PART_THREADS, PART_THREADS, "focus")
+        super().setup()
 
-    def teardown(self):
-        work = getattr(self, "_work", None)
-        if work is not None:
-            work.shutdown()
-
-    def start_bundle(self):
-        self._work.discard()  # anything a failed bundle left in flight
-
-    def process(self, batch: OrgBatch):
-        for outputs in self._work.submit(self._focus_part, batch):
-            yield from outputs
-
-    def finish_bundle(self):
-        yield from windowed(output for outputs in self._work.drain() for output in outputs)
-
-    def _focus_part(self, batch: OrgBatch) -> list:
+    def work(self, batch: OrgBatch) -> list:
+        """One part's FOCUS parts and its event (or only its failed event), on a pool thread."""
         started = datetime.now(timezone.utc)
         staged: list[StagedRows] = []
         try:

@@ -3,8 +3,9 @@
 Memory holds a few bounded batches whatever the size of the day: the export is read in batches of
 at most ``READ_ROWS`` rows, each flattened in DuckDB and appended to the staged part of its day
 (:class:`beam_pipelines.staging.DayParts`, at most ``PART_ROWS`` rows a part). Reading, flattening
-and writing overlap: the export is read one batch ahead in a thread and parts are written in
-another (Arrow and DuckDB release the GIL), each hand-over a queue of one batch.
+and writing overlap: the export is read one batch ahead in a thread, ``FLATTEN_THREADS`` batches are
+flattened at once (in order), and parts are written in another thread (Arrow and DuckDB release
+the GIL), each hand-over bounded.
 """
 from __future__ import annotations
 
