@@ -3,7 +3,9 @@ is closed, also when a worker dies."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import threading
 from datetime import date
 
 import pytest
@@ -51,6 +53,30 @@ def test_dealing_gives_every_org_to_exactly_one_shard():
     assert sorted((i for s in shards for i in s), key=lambda i: i.run_id) == items
 
 
+def test_workers_are_forked_only_from_one_thread_with_embedded_services():
+    embedded = Settings()
+    assert (embedded.metastore, embedded.sink, embedded.cipher) == ("sqlite", "local", "local")
+    assert local_workers.start_method(embedded) == "fork"
+    for cloud in (dataclasses.replace(embedded, metastore="bigquery"), dataclasses.replace(embedded, sink="bigquery"),
+                  dataclasses.replace(embedded, cipher="kms")):
+        assert local_workers.start_method(cloud) == "spawn", "cloud clients keep threads a fork does not carry"
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert local_workers.start_method(embedded) == "spawn", "another thread may hold a lock the fork copies"
+    finally:
+        release.set()
+        other.join()
+
+
+@pytest.fixture(params=["spawn", "fork"])
+def start(request, monkeypatch):
+    """Both ways a worker starts (this test process runs the simulator's thread: left alone, it spawns)."""
+    monkeypatch.setattr(local_workers, "start_method", lambda settings: request.param)
+    return request.param
+
+
 def _spread(settings, monkeypatch) -> Settings:
     monkeypatch.setattr(local_workers, "MIN_ORGS_PER_WORKER", 2)
     for org in ORGS:
@@ -63,7 +89,7 @@ def _costs(settings, org) -> list:
         f"SELECT usage_date, model, SUM(total_cost_usd) FROM {org}_dev.openai_cost_daily GROUP BY 1, 2 ORDER BY 1, 2")[1]
 
 
-def test_a_spread_job_runs_each_org_once_and_writes_what_one_process_writes(settings, past_days, monkeypatch):
+def test_a_spread_job_runs_each_org_once_and_writes_what_one_process_writes(settings, past_days, monkeypatch, start):
     start, end = past_days
     spread = _spread(settings, monkeypatch)
     seen = []
@@ -88,10 +114,10 @@ def _die(*args):
     os._exit(3)  # a worker killed before it closed anything (out of memory, say)
 
 
-def test_a_worker_that_dies_has_its_runs_closed_failed_and_the_others_commit(settings, past_days, monkeypatch):
+def test_a_worker_that_dies_has_its_runs_closed_failed_and_the_others_commit(settings, past_days, monkeypatch, start):
     start, end = past_days
     spread = _spread(settings, monkeypatch)
-    monkeypatch.setattr(local_workers, "_work", _die)  # spawned by reference: the worker runs _die
+    monkeypatch.setattr(local_workers, "_work", _die)  # forked, or spawned by reference: the worker runs _die
 
     result = run_pipeline(spread, RunRequest(PIPELINE, orgs=ORGS, start_date=start, end_date=end))
 
@@ -109,10 +135,15 @@ def test_a_worker_that_dies_has_its_runs_closed_failed_and_the_others_commit(set
         store.close()
 
 
-def test_a_worker_that_cannot_start_has_its_runs_closed_failed(settings, past_days, monkeypatch):
-    start, end = past_days
+def test_a_worker_that_cannot_start_has_its_runs_closed_failed(settings, past_days, monkeypatch, start):
     spread = _spread(settings, monkeypatch)
-    monkeypatch.setattr(local_workers, "_work", lambda *args: None)  # a lambda cannot be sent to a spawned process
+    if start == "spawn":
+        monkeypatch.setattr(local_workers, "_work", lambda *args: None)  # a lambda cannot be sent to a spawned process
+    else:
+        def no_fork():
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        monkeypatch.setattr(os, "fork", no_fork)  # the system's process limit reached
+    start, end = past_days
 
     result = run_pipeline(spread, RunRequest(PIPELINE, orgs=ORGS, start_date=start, end_date=end))
 

@@ -168,6 +168,21 @@ def test_runs_close_in_batches_and_leases_guard_against_closing_a_live_run(store
         store.update_run("b", org_slug="globex")
 
 
+def test_runs_are_read_back_many_at_once_as_one_at_a_time(store):
+    store.upsert_org("acme")
+    ids = [f"r{i:04d}" for i in range(1203)]  # more than one bound list's worth
+    store.create_runs([run(i, status="RUNNING") for i in ids])
+    store.close_runs([{"pipeline_logging_id": "r0007", "status": "COMPLETED", "rows_written": 5, "ended_at": utcnow(),
+                       "outcome": {"replaced": {"t": ["2026-03-01"]}}}])
+    found = store.get_runs(["r0007", "nope", *ids[300:], "r0007"])
+    assert sorted(found) == sorted(["r0007", *ids[300:]]), "every existing id once, unknown ids left out"
+    for run_id in ("r0007", "r1202"):
+        assert found[run_id] == store.get_run(run_id)
+    assert found["r0007"]["outcome"]["replaced"] == {"t": ["2026-03-01"]} and found["r1202"]["status"] == "RUNNING"
+    assert store.get_runs([]) == {}
+    assert store.fail_open_runs("owner said so", ["r0007", "r0008", "nope"]) == ["r0008"]
+
+
 def test_step_logs_and_dq_results_upsert_by_id_never_duplicate(store):
     store.upsert_org("acme")
     store.create_runs([run("r1", status="RUNNING")])

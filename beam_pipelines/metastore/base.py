@@ -191,14 +191,18 @@ class Metastore(abc.ABC):
     def get_run(self, run_id: str) -> dict | None: ...
 
     @abc.abstractmethod
+    def get_runs(self, run_ids: list[str]) -> dict[str, dict]:
+        """The runs that exist among ``run_ids``, by id, in one read (a job reads back a fleet's runs)."""
+
+    @abc.abstractmethod
     def list_runs(self, org_slug: str | None = None, status: str | None = None,
                   limit: int = 50) -> list[dict]: ...
 
     def fail_open_runs(self, reason: str, run_ids: list[str]) -> list[str]:
         """Close the listed runs that are still open as FAILED with ``reason`` (their owner says so)."""
         now = utcnow()
-        open_ids = [r["pipeline_logging_id"] for r in (self.get_run(i) for i in run_ids)
-                    if r and r["status"] in OPEN_STATUSES]
+        found = self.get_runs(run_ids)
+        open_ids = [i for i in dict.fromkeys(run_ids) if i in found and found[i]["status"] in OPEN_STATUSES]
         return self.close_runs([{"pipeline_logging_id": i, "status": "FAILED", "error_message": reason,
                                  "ended_at": now} for i in open_ids])
 

@@ -107,7 +107,8 @@ class BigQueryMetastore(Metastore):
                 [{**run, "reservation_seq": 0}], OPEN_STATUSES, now)))
             self.reserve_runs([run], ("QUEUED",)), self.update_run("r", status="FAILED")
             self.close_runs([{"pipeline_logging_id": "r", "status": "FAILED"}], expired_before=now)
-            self.renew_leases(["r"], "x", now), self.expired_runs(now), self.get_run("r"), self.list_runs("o", "FAILED")
+            self.renew_leases(["r"], "x", now), self.expired_runs(now), self.get_run("r"), self.get_runs(["r"])
+            self.list_runs("o", "FAILED")
             self.upsert_step_logs([{"step_log_id": "s", "pipeline_logging_id": "r"}]), self.list_steps("r")
             self.upsert_dq_results([{"dq_result_id": "d", "pipeline_logging_id": "r"}]), self.list_dq_results("r")
         return recorder.statements
@@ -368,6 +369,13 @@ class BigQueryMetastore(Metastore):
     def get_run(self, run_id):
         rows = self._select(RUNS, "pipeline_logging_id = @id", {"id": ("pipeline_logging_id", run_id)})
         return rows[0] if rows else None
+
+    def get_runs(self, run_ids):
+        if not run_ids:
+            return {}
+        rows = self._run(f"SELECT * FROM {self._t(RUNS)} WHERE pipeline_logging_id IN UNNEST(@ids)",
+                         [P.array("ids", "STRING", list(dict.fromkeys(run_ids)))]).rows
+        return {r["pipeline_logging_id"]: r for r in rows}
 
     def list_runs(self, org_slug=None, status=None, limit=50):
         where, params = ["TRUE"], {}

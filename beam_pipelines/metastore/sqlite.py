@@ -40,6 +40,7 @@ SQLITE_TYPES = {
     "FLOAT": "REAL", "FLOAT64": "REAL", "NUMERIC": "TEXT", "BYTES": "BLOB",
 }
 RUNS = "org_meta_pipeline_runs"
+IN_CHUNK = 500  # ids bound per IN (...) list: far below SQLite's limit on bound variables
 
 
 class WouldWait(Exception):
@@ -453,6 +454,16 @@ class SQLiteMetastore(Metastore):
 
     def get_run(self, run_id):
         return self._one(RUNS, f"SELECT * FROM {RUNS} WHERE pipeline_logging_id = ?", (run_id,))
+
+    def get_runs(self, run_ids):
+        found = {}
+        ids = list(dict.fromkeys(run_ids))
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start:start + IN_CHUNK]
+            rows = self._all(RUNS, f"SELECT * FROM {RUNS} WHERE pipeline_logging_id IN ({', '.join('?' * len(chunk))})",
+                             tuple(chunk))
+            found.update((r["pipeline_logging_id"], r) for r in rows)
+        return found
 
     def list_runs(self, org_slug=None, status=None, limit=50):
         where, params = [], []

@@ -6,7 +6,12 @@ bound by one interpreter lock: 1,000 orgs kept one core busy while the other idl
 orgs over its workers after the graph's Reshuffle; locally a job of at least
 ``MIN_ORGS_PER_WORKER`` orgs per process is spread the same way by hand: its orgs are dealt
 round-robin into shards, this process runs the first one and each other shard runs the same graph
-in a spawned process (``CONVERGENCE_LOCAL_WORKERS`` caps the processes; default one per core).
+in another process (``CONVERGENCE_LOCAL_WORKERS`` caps the processes; default one per core).
+
+A worker is forked when that is safe (:func:`start_method`): it then has every module imported and
+starts fetching when this process does. A spawned worker imports Beam again first: 1.5-2.5 s on a
+busy machine, during which this process fetched alone and after which the worker finished last
+(1,000 orgs: 13.9 s spawned, 12.0 s forked, both processes ending within 0.1 s of each other).
 
 Nothing crosses processes but the work items going in and a count of fetched orgs coming back for
 the progress bar: each worker holds its runs' leases, commits its orgs and closes their run records
@@ -19,6 +24,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Sequence
 
 from beam_pipelines.errors import one_line_error
@@ -44,6 +50,21 @@ def worker_count(settings, runner: str, orgs: int) -> int:
     return max(1, min(limit, orgs // MIN_ORGS_PER_WORKER))
 
 
+def start_method(settings) -> str:
+    """``fork`` when this process runs no thread but its own and the job's services are the embedded
+    ones (SQLite, the Parquet warehouse, the local key); else ``spawn``.
+
+    A fork copies every lock as it was: held by another thread, it stays held in the worker for ever.
+    With one thread nothing is held. Cloud clients (BigQuery, KMS) keep threads and connections below
+    Python that a fork does not carry over, so a job using them spawns. A worker exits without
+    running finalizers (``os._exit``), so nothing it inherited is torn down twice.
+    """
+    embedded = (settings.metastore, settings.sink, settings.cipher) == ("sqlite", "local", "local")
+    if embedded and threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
 def deal(items: Sequence[WorkItem], shards: int) -> list[list[WorkItem]]:
     """Round-robin, so each shard gets a like share of big and small orgs (the list is sorted by org)."""
     return [list(items[i::shards]) for i in range(shards)]
@@ -55,7 +76,7 @@ class Workers:
     def __init__(self, settings, loaded, shards: list[list[WorkItem]], runner: str, owner_id: str, step_id: str):
         self._args = (settings, loaded, runner, owner_id, step_id)
         self._shards = shards
-        self._context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self._context = multiprocessing.get_context(start_method(settings))
         self._counters = [self._context.Value("i", 0) for _ in self._shards]
         self._processes: list = []
 
@@ -64,7 +85,8 @@ class Workers:
         for index, (shard, counter) in enumerate(zip(self._shards, self._counters)):
             process = self._context.Process(
                 target=_work, name=f"convergence-worker-{index + 1}", daemon=True,
-                args=(settings, loaded, shard, runner, owner_id, step_id, counter, _log_setup()))
+                args=(settings, loaded, shard, runner, owner_id, step_id, counter,
+                      _log_setup() if self._context.get_start_method() == "spawn" else None))
             try:
                 process.start()
             except Exception as exc:  # noqa: BLE001 - its runs are closed as FAILED by the caller, saying why
@@ -116,15 +138,17 @@ def _log_setup() -> list[tuple[str, str | None, int, str | None]]:
 
 
 def _work(settings, loaded, items, runner, owner_id, step_id, counter, handlers) -> None:
-    """A worker process: the same logging (and redaction) as its parent, then one job for its shard."""
+    """A worker process: the same logging (and redaction) as its parent, then one job for its shard.
+    ``handlers`` is None in a forked worker, which has its parent's already."""
     from beam_pipelines.pipeline.run import run_job
     from beam_pipelines.secrets import redaction
 
     os.umask(0o077)
     redaction.install()
     root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    for kind, path, level, fmt in handlers:
+    if handlers is not None:
+        root.setLevel(logging.INFO)
+    for kind, path, level, fmt in handlers or ():
         handler = logging.FileHandler(path) if kind == "file" else logging.StreamHandler(sys.stderr)
         handler.setLevel(level)
         handler.setFormatter(logging.Formatter(fmt))

@@ -164,7 +164,8 @@ def run_job(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], r
 
 
 def _close_leftovers(settings: Settings, metastore, run_ids: list[str], crash: Exception | None) -> list[dict]:
-    runs = [metastore.get_run(run_id) for run_id in run_ids]
+    found = metastore.get_runs(run_ids)
+    runs = [found[run_id] for run_id in run_ids]
     open_runs = [r for r in runs if r["status"] in OPEN_STATUSES]
     if open_runs:
         warehouse = WarehouseSpec.from_settings(settings).open()
@@ -178,7 +179,8 @@ def _close_leftovers(settings: Settings, metastore, run_ids: list[str], crash: E
             updates.append({"pipeline_logging_id": run["pipeline_logging_id"], "status": "FAILED",
                             "error_message": reason[:1000], "ended_at": now, "outcome": outcome})
         metastore.close_runs(updates)
-        runs = [metastore.get_run(run_id) for run_id in run_ids]
+        found = metastore.get_runs(run_ids)
+        runs = [found[run_id] for run_id in run_ids]
     return runs
 
 

@@ -90,6 +90,7 @@ class PriceList:
             if len(set(dates)) != len(dates):
                 raise ConfigError(f"price list: duplicate effective_from for {key[1]} {key[2]}")
         self._models = {model for (_, model, _) in self._rows}
+        self._override_orgs = frozenset(org for (org, _, _) in self._rows if org)
 
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
@@ -99,6 +100,10 @@ class PriceList:
 
     def models(self) -> set[str]:
         return set(self._models)
+
+    def has_overrides(self, org_slug: str | None) -> bool:
+        """Whether the list holds rows of the org's own (else its lookups are the default list's)."""
+        return org_slug in self._override_orgs
 
     def with_overrides(self, overrides: list[TokenPrice]) -> PriceList:
         return PriceList(self.all_prices() + list(overrides), self.batch_tiers, self.tier_aliases)

@@ -40,13 +40,20 @@ class RowRates:
 
 def lookup_rates(prices: PriceList, org: pd.Series, model: pd.Series, tier: np.ndarray, day: pd.Series,
                  columns: tuple[str, ...]) -> RowRates:
-    keys = pd.DataFrame({"org": org.array, "model": model.array, "tier": tier, "day": day.array})
+    """Rates of every row. Orgs without rows of their own are looked up as the default list (a fleet's
+    batch holds hundreds of orgs and a handful of models), and each distinct price converted once."""
+    owner = np.array([o if prices.has_overrides(o) else None for o in org.array], dtype=object)
+    keys = pd.DataFrame({"org": owner, "model": model.array, "tier": tier, "day": day.array})
     codes = keys.groupby(list(keys.columns), dropna=False, sort=False).ngroup().to_numpy()
     found = [prices.lookup(k.model, k.tier, k.day, org_slug=k.org) for k in keys.drop_duplicates().itertuples(index=False)]
+    units: dict[int, dict[str, int | None]] = {}
+    for p in found:
+        if p is not None and id(p) not in units:
+            units[id(p)] = {column: _unit(column, p.rate(column)) for column in columns}
     rates = {}
     for column in columns:
         values = np.empty(len(found), dtype=object)
-        values[:] = [None if p is None else _unit(column, p.rate(column)) for p in found]
+        values[:] = [None if p is None else units[id(p)][column] for p in found]
         rates[column] = values[codes] if len(codes) else np.empty(0, dtype=object)
     return RowRates(
         rates=rates,

@@ -69,6 +69,11 @@ class PooledDoFn(beam.DoFn):
     def pool_size(self) -> int:
         raise NotImplementedError
 
+    def in_flight(self) -> int:
+        """Elements submitted and not yet emitted, at most (the pool works through the queued ones
+        while the bundle's thread is busy downstream)."""
+        return self.pool_size()
+
     def work(self, element):
         raise NotImplementedError
 
@@ -79,7 +84,7 @@ class PooledDoFn(beam.DoFn):
         return ()
 
     def setup(self):
-        self._work = BackgroundWork(self.pool_size(), self.pool_size(), self.pool_name)
+        self._work = BackgroundWork(self.pool_size(), self.in_flight(), self.pool_name)
 
     def teardown(self):
         work = getattr(self, "_work", None)

@@ -14,6 +14,8 @@ behind: the org gets one failed :class:`StepEvent` and the other orgs carry on.
 A fetcher whose rows are small aggregates (``fleet_batches``: usage pages) has the rows of the
 orgs it finished gathered into :class:`RunsBatch` es of about ``GATHER_ROWS`` rows, so pricing and
 FOCUS run once per thousands of rows rather than once per org, while later orgs are still fetched.
+Its rows stay records (:class:`UsageRecords`) until then and are checked as such: a DataFrame per
+org, and pandas to check it, cost a fleet more CPU than fetching it.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from beam_pipelines.pipeline import progress
 from beam_pipelines.runs.admission import admit
 from beam_pipelines.secrets.credentials import Credential, open_credential
 from beam_pipelines.transforms.background import PooledDoFn
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, StagedRows, StepEvent, WorkItem
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, StagedRows, StepEvent, UsageRecords, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def check_days(batches: list, item: WorkItem, provider: str, field: str = "usage
     for rows in batches:
         if isinstance(rows, StagedRows):
             seen.add(rows.day)
+        elif isinstance(rows, UsageRecords):
+            seen.update(r[field] for r in rows if r[field] is not None)
         elif isinstance(rows, pa.Table):
             seen.update(d for d in pc.unique(rows.column(field)).to_pylist() if d is not None)
         elif len(rows):
@@ -62,21 +66,24 @@ def check_days(batches: list, item: WorkItem, provider: str, field: str = "usage
                             + f", outside the requested {item.start_date}..{item.end_date}: nothing written")
 
 
-def check_unique_keys(frames: list, provider: str) -> None:
+def check_unique_keys(parts: list, provider: str) -> None:
     """A provider answering the same group twice would double its cost: fail closed instead.
 
-    Applies to aggregated usage (DataFrames keyed by group); billing-export rows (Arrow) carry a
-    content hash that two legitimately identical export rows share.
+    Applies to aggregated usage (records, or DataFrames keyed by group); billing-export rows (Arrow)
+    carry a content hash that two legitimately identical export rows share.
     """
-    frames = [f for f in frames if isinstance(f, pd.DataFrame) and "row_key" in f]
-    if not frames:
-        return
-    keys = pd.concat([f["row_key"] for f in frames], ignore_index=True)
-    duplicated = keys[keys.duplicated()]
-    if len(duplicated):
-        raise ProviderError(provider, f"response repeats {len(duplicated)} usage group(s) across pages")
+    keys: list = []
+    for part in parts:
+        if isinstance(part, UsageRecords) and part and "row_key" in part[0]:
+            keys += [r["row_key"] for r in part]
+        elif isinstance(part, pd.DataFrame) and "row_key" in part:
+            keys += part["row_key"].tolist()
+    repeated = len(keys) - len(set(keys))
+    if repeated:
+        raise ProviderError(provider, f"response repeats {repeated} usage group(s) across pages")
 
 
+AHEAD = 4  # orgs submitted per fetch thread, so fetching goes on while the bundle's thread prices and stages
 BATCH_ROWS = 50_000  # rows per OrgBatch of aggregated usage: pages merge up to this (per-element overhead dominates)
 # Rows gathered from finished orgs before a RunsBatch goes downstream: enough that pandas' per-frame
 # cost is small per row, few enough that pricing, FOCUS and staging of the first orgs run (in this
@@ -85,45 +92,46 @@ GATHER_ROWS = 10_000  # 5,000 -> 10,000: ~5% less CPU per org at 1,000 orgs, sam
 
 
 def coalesce(parts: list) -> list:
-    """An org's pages as few DataFrames as fit ``BATCH_ROWS`` each; other parts (staged files) as they are."""
+    """An org's pages as few DataFrames as fit ``BATCH_ROWS`` each (records become frames); other parts
+    (staged files) as they are."""
     out, pending, size = [], [], 0
     for part in parts:
-        if isinstance(part, pd.DataFrame) and size + len(part) <= BATCH_ROWS:
+        if isinstance(part, (pd.DataFrame, UsageRecords)) and size + len(part) <= BATCH_ROWS:
             pending.append(part)
             size += len(part)
             continue
         if pending:
-            out.append(pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0])
+            out.append(UsageRecords.frame(pending))
             pending, size = [], 0
-        if isinstance(part, pd.DataFrame):
+        if isinstance(part, (pd.DataFrame, UsageRecords)):
             pending, size = [part], len(part)
         else:
             out.append(part)
     if pending:
-        out.append(pd.concat(pending, ignore_index=True) if len(pending) > 1 else pending[0])
+        out.append(UsageRecords.frame(pending))
     return out
 
 
 class _RunsGatherer:
-    """Gathers whole orgs' frames into RunsBatches of about ``GATHER_ROWS`` rows (an org is never split)."""
+    """Gathers whole orgs' rows into RunsBatches of about ``GATHER_ROWS`` rows (an org is never split):
+    one frame for many orgs' records."""
 
     def __init__(self):
-        self._runs, self._frames, self._rows = [], [], 0
+        self._runs, self._parts, self._rows = [], [], 0
 
     def add(self, batches: list[OrgBatch]) -> Iterator[RunsBatch]:
         for batch in batches:
             if (batch.org_slug, batch.run_id) not in self._runs[-1:]:
                 self._runs.append((batch.org_slug, batch.run_id))
-            self._frames.append(batch.rows)
+            self._parts.append(batch.rows)
             self._rows += len(batch.rows)
         if self._rows >= GATHER_ROWS:
             yield from self.flush()
 
     def flush(self) -> Iterator[RunsBatch]:
-        if self._frames:
-            rows = pd.concat(self._frames, ignore_index=True) if len(self._frames) > 1 else self._frames[0]
-            yield RunsBatch(tuple(self._runs), rows)
-        self._runs, self._frames, self._rows = [], [], 0
+        if self._parts:
+            yield RunsBatch(tuple(self._runs), UsageRecords.frame(self._parts))
+        self._runs, self._parts, self._rows = [], [], 0
 
 
 class FetchOrgs(PooledDoFn):
@@ -137,9 +145,13 @@ class FetchOrgs(PooledDoFn):
         self._cipher_spec = ctx.cipher
         self._integration = ctx.integration(fetcher.provider)
         self._max = max_concurrency
+        self._gathers = getattr(fetcher, "fleet_batches", False)
 
     def pool_size(self) -> int:
         return self._max
+
+    def in_flight(self) -> int:
+        return self._max * AHEAD
 
     def setup(self):
         self._metastore = self._metastore_spec.open()
@@ -148,7 +160,7 @@ class FetchOrgs(PooledDoFn):
 
     def start_bundle(self):
         super().start_bundle()
-        self._gatherer = _RunsGatherer() if getattr(self._fetcher, "fleet_batches", False) else None
+        self._gatherer = _RunsGatherer() if self._gathers else None
 
     def flush(self):
         return self._gatherer.flush() if self._gatherer is not None else ()
@@ -171,7 +183,9 @@ class FetchOrgs(PooledDoFn):
             parts = [p for p in self._fetcher.fetch(item, credential) if len(p)]
             check_days(parts, item, provider)
             check_unique_keys(parts, provider)
-            batches = [OrgBatch(item.org_slug, item.run_id, part) for part in coalesce(parts)]
+            if not self._gathers:  # records become frames here, on the pool thread; gathered ones in emit
+                parts = coalesce(parts)
+            batches = [OrgBatch(item.org_slug, item.run_id, part) for part in parts]
         except Exception as exc:  # one org's failure must never stop the others
             error = one_line_error(exc)
             if not isinstance(exc, ConvergenceError):

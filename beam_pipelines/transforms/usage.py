@@ -16,7 +16,7 @@ from beam_pipelines.pricing.overrides import OrgPriceLists
 from beam_pipelines.pricing.price_list import load_price_list
 from beam_pipelines.providers.http import ProviderClient, RetryPolicy
 from beam_pipelines.secrets.credentials import Credential
-from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, WorkItem
+from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, UsageRecords, WorkItem
 from beam_pipelines.transforms.fetch import BATCH_ROWS, FetchOrgs
 from beam_pipelines.transforms.runs import run_counts, split_runs
 from beam_pipelines.transforms.step import StepTransform
@@ -38,23 +38,23 @@ class PagedUsageFetcher:
     def pages(self, client, item: WorkItem) -> Iterator:
         raise NotImplementedError
 
-    def fetch(self, item: WorkItem, credential: Credential) -> list[pd.DataFrame]:
-        """The org's rows, one DataFrame per ``BATCH_ROWS`` rows (not per page: a frame costs ~1.5 ms
-        whatever its size, and a fleet's orgs have a few dozen rows over several pages)."""
+    def fetch(self, item: WorkItem, credential: Credential) -> list[UsageRecords]:
+        """The org's rows in chunks of at most ``BATCH_ROWS``, as records: the fetch step makes frames
+        of them, many orgs' rows at a time where the fetcher has ``fleet_batches``."""
         client = self.client_cls(credential.secret, self.base_url, RetryPolicy.from_options(self.options))
         rows_fn = type(self).rows_fn
-        frames, pending = [], []
+        chunks, pending = [], UsageRecords()
         try:
             for page in self.pages(client, item):
                 pending += rows_fn(page, item.org_slug, item.run_id, self.loaded_at)
-                if len(pending) >= BATCH_ROWS:
-                    frames.append(pd.DataFrame.from_records(pending))
-                    pending = []
+                while len(pending) >= BATCH_ROWS:
+                    chunks.append(UsageRecords(pending[:BATCH_ROWS]))
+                    pending = UsageRecords(pending[BATCH_ROWS:])
         finally:
             client.session.close()
         if pending:
-            frames.append(pd.DataFrame.from_records(pending))
-        return frames
+            chunks.append(pending)
+        return chunks
 
 
 class ExtractUsage(StepTransform):
