@@ -178,6 +178,40 @@ def raw_batch(org, n, day=DAY):
     return OrgBatch(org, f"run-{org}", pd.DataFrame(rows, columns=schema_names))
 
 
+def test_a_fleet_batch_is_staged_in_the_tables_cluster_order_as_a_single_org_is(seeded):
+    """Runs of a RunsBatch come out of one sort of the batch; the warehouse then does not sort their
+    files again. Each must hold exactly what the per-org path (sorted by the warehouse) writes."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    from beam_pipelines.transforms.elements import RunsBatch
+
+    loaded = load_pipeline(CONFIGS, "openai/cost/usage_cost")
+    step = next(s for s in loaded.config.steps if s.step_id == "load_usage_raw")
+    ctx = RunContext.from_settings(seeded, loaded, NOW)
+
+    def shuffled(org):
+        batch = raw_batch(org, 5)
+        return batch._replace(rows=batch.rows.assign(model=["b", "a", "b", None, "a"], project_id=["p2", "p1", "p1", "p0", "p1"]))
+
+    acme, globex = shuffled("acme"), shuffled("globex")
+    fleet = RunsBatch((("globex", "run-globex"), ("acme", "run-acme")), pd.concat([globex.rows, acme.rows], ignore_index=True))
+    for label, batches in (("fleet", [fleet]), ("alone", [acme, globex])):
+        p = pipeline()
+        failed = p | "Failed" >> beam.Create([])
+        p | "Batches" >> beam.Create(batches) | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx,
+                                                                                     failed_runs=failed)
+        p.run().wait_until_finish()
+        for org in ("acme", "globex"):
+            [path] = glob.glob(str(seeded.warehouse_dir / f"{org}_dev" / "_staging" / f"run-{org}" / "*.parquet"))
+            staged = pq.read_table(path).select(["model", "project_id", "row_key"]).to_pylist()
+            assert [tuple(r.values()) for r in staged] == [
+                ("a", "p1", f"{org}1"), ("a", "p1", f"{org}4"), ("b", "p1", f"{org}2"), ("b", "p2", f"{org}0"),
+                (None, "p0", f"{org}3")], f"{label}: sorted by model, project_id; ties in arrival order; NULLs last"
+            LocalWarehouse(seeded.warehouse_dir).discard(f"{org}_dev", f"run-{org}")
+
+
 def test_fold_run_first_error_wins_and_counts_only_committed_tables():
     t0, t1 = datetime(2026, 3, 3, 1, tzinfo=timezone.utc), datetime(2026, 3, 3, 2, tzinfo=timezone.utc)
     ok = [StepEvent("r", "acme", "extract_usage", "openai.usage", "extract", 10, None, t0, t1),

@@ -74,11 +74,11 @@ class _Stage(beam.DoFn):
             batches = list(batches)
             yield from self._stage_run(run_id, batches[0].org_slug, batches)
 
-    def _stage_run(self, run_id: str, org_slug: str, batches: list):
+    def _stage_run(self, run_id: str, org_slug: str, batches: list, ordered: bool = False):
         started = datetime.now(timezone.utc)
         dataset = self._step.ctx.org_dataset(org_slug)
         try:
-            staged = self._adopted(dataset, run_id, batches) or self._rewritten(dataset, run_id, batches)
+            staged = self._adopted(dataset, run_id, batches) or self._rewritten(dataset, run_id, batches, ordered)
         except Exception as exc:
             yield beam.pvalue.TaggedOutput(EVENTS, self._step.event(run_id, org_slug, error=one_line_error(exc),
                                                                     started_at=started, table=self._spec.table))
@@ -100,7 +100,7 @@ class _Stage(beam.DoFn):
             return None
         return self._warehouse.adopt_parts(dataset, self._spec, run_id, [p.path for p in parts], parts[0].day, scope)
 
-    def _rewritten(self, dataset: str, run_id: str, batches: list):
+    def _rewritten(self, dataset: str, run_id: str, batches: list, ordered: bool = False):
         """The rows cast to the table's schema and written by the warehouse."""
         scope, expected = None, self._step.options.scope_value
         if self._spec.scope_field and expected is not None:  # stated: check each part as it streams by
@@ -110,7 +110,7 @@ class _Stage(beam.DoFn):
             scope = scope_of(parts, self._spec)
         else:
             parts = arrow_parts(batches, self._spec)
-        return self._warehouse.stage(dataset, self._spec, run_id, parts, scope=scope)
+        return self._warehouse.stage(dataset, self._spec, run_id, parts, scope=scope, ordered=ordered)
 
 
 class _StageRuns(_Stage):
@@ -128,8 +128,8 @@ class _StageRuns(_Stage):
         if not isinstance(batch, RunsBatch):
             yield beam.pvalue.TaggedOutput(PARTS, batch)
             return
-        for run in split_runs_as_arrow(batch, self._spec):
-            yield from self._stage_run(run.run_id, run.org_slug, [run])
+        for run in split_runs_as_arrow(batch, self._spec):  # Arrow rows come sorted for the table
+            yield from self._stage_run(run.run_id, run.org_slug, [run], ordered=isinstance(run.rows, pa.Table))
 
 
 class StageTable(StepTransform):

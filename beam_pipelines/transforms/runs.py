@@ -2,7 +2,8 @@
 
 Loads and data-quality checks work per org (each org is committed, or failed, alone), so a batch
 of many orgs' rows is split just before their ``GroupByKey``. For a load the whole batch is cast to
-the table's Arrow schema once and then sliced per run; if the cast fails, each run is cast alone, so
+the table's Arrow schema once, sorted once (by run, then the table's clustering columns, which a
+run's file is sorted by) and then sliced per run; if the cast fails, each run is cast alone, so
 the error lands on the org whose rows do not fit, not its batch. Arrow slices share the batch's
 buffers and pickle them whole: split Arrow batches only where the slices are consumed in place.
 """
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from beam_pipelines.transforms.elements import OrgBatch, RunsBatch
 from beam_pipelines.warehouse.arrow_schema import to_arrow
@@ -46,19 +48,20 @@ def run_counts(rows: pd.DataFrame | pa.Table) -> dict[str, int]:
     return {str(k): int(v) for k, v in run_ids.astype(object).value_counts(sort=False).items()}
 
 
-def split_runs(batch: OrgBatch | RunsBatch) -> Iterator[OrgBatch]:
-    """One OrgBatch per run of the batch (an OrgBatch passes through)."""
+def split_runs(batch: OrgBatch | RunsBatch, order_by: tuple[str, ...] = ()) -> Iterator[OrgBatch]:
+    """One OrgBatch per run of the batch (an OrgBatch passes through). Arrow rows of a run come
+    ordered by ``order_by`` (a stable sort: equal keys keep their order), pandas rows as they were."""
     if isinstance(batch, OrgBatch):
         yield batch
         return
     orgs = {run_id: org for org, run_id in batch.runs}
     rows = batch.rows
-    if isinstance(rows, pa.Table):  # one take, then zero-copy slices
-        run_ids = rows.column(_run_column(rows.column_names)).to_numpy(zero_copy_only=False).astype(object)
-        slices = list(_slices(run_ids))
-        ordered = rows.take(pa.array(np.concatenate([p for _, p in slices]))) if slices else rows
+    if isinstance(rows, pa.Table):  # one sort and one take for the batch, then zero-copy slices
+        column = _run_column(rows.column_names)
+        keys = [(column, "ascending"), *((c, "ascending") for c in order_by)]
+        ordered = rows.take(pc.sort_indices(rows, sort_keys=keys)) if len(rows) else rows
         offset = 0
-        for run_id, positions in slices:
+        for run_id, positions in _slices(ordered.column(column).to_numpy(zero_copy_only=False).astype(object)):
             yield OrgBatch(orgs[run_id], run_id, ordered.slice(offset, len(positions)))
             offset += len(positions)
         return
@@ -68,10 +71,11 @@ def split_runs(batch: OrgBatch | RunsBatch) -> Iterator[OrgBatch]:
 
 
 def split_runs_as_arrow(batch: OrgBatch | RunsBatch, spec: TableSpec) -> Iterator[OrgBatch]:
-    """Per-run batches already in the table's Arrow schema, cast once per batch."""
+    """Per-run batches already in the table's Arrow schema, cast once per batch, each run's rows sorted
+    by the table's clustering columns (as the warehouse stages them); pandas where the cast failed."""
     if isinstance(batch, RunsBatch) and isinstance(batch.rows, pd.DataFrame) and len(batch.rows):
         try:
             batch = RunsBatch(batch.runs, to_arrow(batch.rows, spec.schema, spec.table))
         except Exception as exc:  # some run's rows do not fit: each run is cast alone by its load, and fails alone
             log.debug("%s: batch cast failed (%s); casting per run", spec.table, type(exc).__name__)
-    yield from split_runs(batch)
+    yield from split_runs(batch, tuple(spec.cluster_by))

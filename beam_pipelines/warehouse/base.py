@@ -103,8 +103,9 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def stage(self, dataset: str, spec: TableSpec, run_id: str, parts: Iterable[pa.Table],
-              scope: str | None = None) -> Staged | None:
-        """Stage rows (already cast to the table's Arrow schema); None when there are none."""
+              scope: str | None = None, ordered: bool = False) -> Staged | None:
+        """Stage rows (already cast to the table's Arrow schema); None when there are none. ``ordered``:
+        each part is already sorted by the table's clustering columns."""
 
     def adopt_parts(self, dataset: str, spec: TableSpec, run_id: str, paths: list[str], day: date | None,
                     scope: str | None = None) -> Staged | None:

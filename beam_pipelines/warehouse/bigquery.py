@@ -157,7 +157,7 @@ class BigQueryWarehouse(Warehouse):
         self._ensured.add((dataset, spec.table))
 
     # two-phase writes -----------------------------------------------------------------------------
-    def stage(self, dataset, spec, run_id, parts: Iterable[pa.Table], scope=None) -> Staged | None:
+    def stage(self, dataset, spec, run_id, parts: Iterable[pa.Table], scope=None, ordered=False) -> Staged | None:
         from google.cloud import bigquery
 
         self.ensure_table(dataset, spec)

@@ -14,6 +14,7 @@ requests with prompts over 272K tokens, billed at the long-context rates as thei
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from dataclasses import dataclass
@@ -84,6 +85,13 @@ def org_shape(admin_key: str) -> dict:
 
 
 def day_results(admin_key: str, day: date) -> list[dict]:
+    """Every result of one day (a new list; the results are shared: do not change them). Each page of a
+    day asks again, so a day is generated once and kept (a fleet of 1,000 orgs asks 3,000 times)."""
+    return list(_day_results(admin_key, day))
+
+
+@functools.lru_cache(maxsize=8192)
+def _day_results(admin_key: str, day: date) -> tuple[dict, ...]:
     """Every completions result of one day, grouped by model, project, key, batch and tier."""
     rng = random.Random(_seed("day", admin_key, day.isoformat()))
     shape = org_shape(admin_key)
@@ -98,7 +106,7 @@ def day_results(admin_key: str, day: date) -> list[dict]:
                         if model.family and not rates_for(model.family, _tier(batch, tier), day):
                             continue  # a tier the model did not offer yet
                         results.append(_result(rng, project, api_key, model, batch, tier, day))
-    return results
+    return tuple(results)
 
 
 def _result(rng: random.Random, project: str, api_key: str, model: Model, batch: bool, tier: str, day: date) -> dict:
