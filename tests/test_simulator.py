@@ -86,3 +86,26 @@ def test_vendored_schemas_match_the_shared_reference():
     for name in ("UsageCompletionsResult", "CostsResult", "UsageResponse"):
         assert vendored[name]["required"] == spec[name]["required"]
         assert set(vendored[name]["properties"]) == set(spec[name]["properties"])
+
+
+def test_cursors_are_short_and_good_only_for_their_own_query(simulator):
+    """Like the providers' own (a few dozen characters), and refused with other filters or when forged."""
+    openai = _get(simulator, "/organization/usage/completions").json()
+    assert openai["has_more"] and len(openai["next_page"]) < 80
+    assert _get(simulator, "/organization/usage/completions", page=openai["next_page"]).status_code == 200
+    elsewhere = _get(simulator, "/organization/usage/completions", page=openai["next_page"], limit=3)
+    assert elsewhere.status_code == 400 and "does not belong to this query" in elsewhere.json()["error"]["message"]
+    forged = _get(simulator, "/organization/usage/completions", page="page_not-a-cursor")
+    assert forged.status_code == 400 and "Invalid 'page' cursor" in forged.json()["error"]["message"]
+
+    def anthropic(**params):
+        return requests.get(f"{simulator.anthropic_base_url}/v1/organizations/usage_report/messages", timeout=10,
+                            params={"starting_at": "2026-03-02T00:00:00Z", "ending_at": "2026-03-05T00:00:00Z",
+                                    "bucket_width": "1d", "limit": 1, **params},
+                            headers={"x-api-key": "sk-ant-admin01-sim-spec", "anthropic-version": "2023-06-01"})
+
+    first = anthropic().json()
+    assert first["has_more"] and len(first["next_page"]) < 80
+    assert anthropic(page=first["next_page"]).status_code == 200
+    for bad in (anthropic(page=first["next_page"], limit=2), anthropic(page="bm90LWEtY3Vyc29y")):
+        assert bad.status_code == 400 and "invalid cursor for this query" in bad.json()["error"]["message"]

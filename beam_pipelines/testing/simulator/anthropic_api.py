@@ -7,13 +7,11 @@ reports ``amount`` as a decimal string in cents. Errors use Anthropic's body:
 """
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
 
-from beam_pipelines.testing.simulator import anthropic_data
+from beam_pipelines.testing.simulator import anthropic_data, cursors
 from beam_pipelines.testing.simulator.openai_api import ApiError
 
 RESULTS_PER_PAGE = 25
@@ -87,21 +85,10 @@ def _limit(query: dict) -> int:
     return limit
 
 
-def _fingerprint(query: dict) -> str:
-    return json.dumps({k: v for k, v in sorted(query.items()) if k != "page"})
-
-
-def _encode_cursor(state: dict) -> str:
-    return base64.urlsafe_b64encode(json.dumps(state).encode()).decode()
-
-
 def _decode_cursor(cursor: str, fingerprint: str) -> dict:
     """A cursor is only good for the query it came from (same filters, same grouping)."""
-    try:
-        state = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:
-        state = None
-    if not isinstance(state, dict) or state.get("q") != fingerprint:
+    state = cursors.decode(cursor)
+    if state is None or state.get("q") != fingerprint:
         raise error(400, "invalid_request_error", "page: invalid cursor for this query")
     return state
 
@@ -109,7 +96,7 @@ def _decode_cursor(cursor: str, fingerprint: str) -> dict:
 def usage_page(query: dict, key: str, now: datetime):
     limit = _limit(query)
     days = _days(query, now)
-    fingerprint, cursor = _fingerprint(query), query.get("page", [None])[0]
+    fingerprint, cursor = cursors.fingerprint(query), query.get("page", [None])[0]
     state = _decode_cursor(cursor, fingerprint) if cursor else {"d": 0, "r": 0}
     d, r, emitted, buckets = state["d"], state["r"], 0, []
     while d < len(days) and len(buckets) < limit and emitted < RESULTS_PER_PAGE:
@@ -123,7 +110,7 @@ def usage_page(query: dict, key: str, now: datetime):
         if r >= len(results):
             d, r = d + 1, 0
     has_more = d < len(days)
-    next_page = _encode_cursor({"d": d, "r": r, "q": fingerprint}) if has_more else None
+    next_page = cursors.encode({"d": d, "r": r, "q": fingerprint}) if has_more else None
     return {"data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 
@@ -207,14 +194,14 @@ def cost_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
     for field in group_by:
         if field not in COST_GROUPS:
             raise error(400, "invalid_request_error", f"group_by[]: {field!r} is not one of {list(COST_GROUPS)}")
-    fingerprint, cursor = _fingerprint(query), query.get("page", [None])[0]
+    fingerprint, cursor = cursors.fingerprint(query), query.get("page", [None])[0]
     d = _decode_cursor(cursor, fingerprint)["d"] if cursor else 0
     buckets = [{"starting_at": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "ending_at": (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "results": _cost_results(key, start.date(), group_by)} for start in days[d : d + limit]]
     d += len(buckets)
     has_more = d < len(days)
-    next_page = _encode_cursor({"d": d, "q": fingerprint}) if has_more else None
+    next_page = cursors.encode({"d": d, "q": fingerprint}) if has_more else None
     return {"data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 

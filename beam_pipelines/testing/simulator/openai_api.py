@@ -7,12 +7,10 @@ buckets, as documented. ``next_page`` is an opaque cursor bound to the query it 
 """
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime, timezone
 from fractions import Fraction
 
-from beam_pipelines.testing.simulator import openai_data
+from beam_pipelines.testing.simulator import cursors, openai_data
 
 RESULTS_PER_PAGE = 20
 DAY = 86400
@@ -52,16 +50,11 @@ def _int(query: dict, name: str, default: int | None = None, lo: int | None = No
     return value
 
 
-def _encode_cursor(state: dict) -> str:
-    return "page_" + base64.urlsafe_b64encode(json.dumps(state, sort_keys=True).encode()).decode()
-
-
 def _decode_cursor(cursor: str, fingerprint: str) -> dict:
-    try:
-        state = json.loads(base64.urlsafe_b64decode(cursor.removeprefix("page_").encode()))
-    except ValueError:
-        raise error(400, "Invalid 'page' cursor.") from None
-    if not isinstance(state, dict) or state.get("q") != fingerprint:
+    state = cursors.decode(cursor, "page_")
+    if state is None:
+        raise error(400, "Invalid 'page' cursor.")
+    if state.get("q") != fingerprint:
         raise error(400, "The 'page' cursor does not belong to this query.")
     return state
 
@@ -82,7 +75,7 @@ def usage_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
     """One page of completions usage; returns the body and the cursor used (if any)."""
     limit = _int(query, "limit", default=7, lo=1, hi=31)
     days = _days(query, now)
-    fingerprint = json.dumps({k: v for k, v in sorted(query.items()) if k != "page"})
+    fingerprint = cursors.fingerprint(query)
     cursor = query.get("page", [None])[0]
     state = _decode_cursor(cursor, fingerprint) if cursor else {"d": 0, "r": 0}
     buckets, emitted = [], 0
@@ -98,7 +91,7 @@ def usage_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
         if r >= len(results):
             d, r = d + 1, 0
     has_more = d < len(days)
-    next_page = _encode_cursor({"d": d, "r": r, "q": fingerprint}) if has_more else None
+    next_page = cursors.encode({"d": d, "r": r, "q": fingerprint}, "page_") if has_more else None
     return {"object": "page", "data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 
@@ -163,14 +156,14 @@ def costs_page(query: dict, key: str, now: datetime) -> tuple[dict, str | None]:
     days = _days(query, now)
     group_by = _choices(query, "group_by", COST_GROUPS)
     projects, api_keys = set(query.get("project_ids", [])), set(query.get("api_key_ids", []))
-    fingerprint = json.dumps({k: v for k, v in sorted(query.items()) if k != "page"})
+    fingerprint = cursors.fingerprint(query)
     cursor = query.get("page", [None])[0]
     d = _decode_cursor(cursor, fingerprint)["d"] if cursor else 0
     buckets = [{"object": "bucket", "start_time": start, "end_time": start + DAY,
                 "results": _cost_results(key, start, group_by, projects, api_keys)} for start in days[d : d + limit]]
     d += len(buckets)
     has_more = d < len(days)
-    next_page = _encode_cursor({"d": d, "q": fingerprint}) if has_more else None
+    next_page = cursors.encode({"d": d, "q": fingerprint}, "page_") if has_more else None
     return {"object": "page", "data": buckets, "has_more": has_more, "next_page": next_page}, cursor
 
 
