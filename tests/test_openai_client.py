@@ -172,3 +172,45 @@ def test_environment_proxies_are_honoured_and_read_once(monkeypatch):
     assert [path.split("?")[0] for path, _ in asked] == ["http://provider.invalid/v1/organization/usage/completions"] * 2
     assert {auth for _, auth in asked} == {f"Bearer {KEY}"}
     assert len(scans) == 2, "the environment is read once per base URL, not on every request"
+
+
+def test_a_workers_orgs_share_connections_but_never_keys_or_cookies():
+    """Between the fetch step's setup and teardown every org goes over one kept-alive session: each
+    request carries its own org's key, and a cookie the provider sets is never sent back."""
+    from beam_pipelines.config.loader import load_pipeline
+    from beam_pipelines.secrets.credentials import Credential
+    from beam_pipelines.transforms.elements import WorkItem
+    from beam_pipelines.transforms.openai import OpenAIUsageFetcher
+    from tests.conftest import CONFIGS
+    from tests.http_fakes import JsonHandler, serve
+
+    seen = []
+
+    class Usage(JsonHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            seen.append((self.client_address[1], self.headers.get("Authorization"), self.headers.get("Cookie")))
+            payload = b'{"object": "page", "data": [], "has_more": false, "next_page": null}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Set-Cookie", "session=org-specific; Path=/")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    options = load_pipeline(CONFIGS, "openai/cost/usage_cost").options("extract_usage")
+    day = date(2026, 3, 2)
+    with serve(Usage) as url:
+        fetcher = OpenAIUsageFetcher(f"{url}/v1", options, datetime(2026, 3, 3, tzinfo=timezone.utc))
+        fetcher.setup()
+        try:
+            for n in range(5):
+                fetcher.fetch(WorkItem(f"org{n}", f"run{n}", day, day), Credential("ADMIN_API_KEY", f"sk-admin-{n}", {}))
+        finally:
+            fetcher.teardown()
+        fetcher.fetch(WorkItem("alone", "run9", day, day), Credential("ADMIN_API_KEY", "sk-admin-9", {}))
+    assert [key for _, key, _ in seen] == [f"Bearer sk-admin-{n}" for n in (0, 1, 2, 3, 4, 9)]
+    assert [cookie for _, _, cookie in seen] == [None] * 6, "the provider's cookie never goes back"
+    assert len({port for port, _, _ in seen[:5]}) == 1, "the five orgs went over one kept-alive connection"
+    assert seen[5][0] != seen[0][0], "a fetch outside setup/teardown opens its own"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import http.cookiejar
 import logging
 import os
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import requests
+import requests.adapters
 from pydantic import BaseModel, ValidationError
 from tenacity import (
     RetryCallState,
@@ -85,6 +87,19 @@ def provider_session(base_url: str) -> requests.Session:
     proxies, verify = _environment_settings(base_url)
     session.proxies.update(dict(proxies))
     session.verify = verify
+    return session
+
+
+def shared_session(base_url: str, connections: int) -> requests.Session:
+    """One session for every org a worker fetches, keeping up to ``connections`` connections alive from
+    org to org (a connection per org cost the client and the provider a handshake each, and the
+    simulator a thread). It keeps no cookies: one org's cookie must never go out with another org's
+    requests. Each request carries its own org's key (``auth_headers``), never the session."""
+    session = provider_session(base_url)
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(1, connections))
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
     return session
 
 

@@ -44,7 +44,8 @@ class OrgFetcher(Protocol):
     provider: str
 
     def fetch(self, item: WorkItem, credential: Credential) -> list:
-        """All of one org's data for the item's dates (DataFrames or staged parts), in order."""
+        """All of one org's data for the item's dates (records, frames or staged parts), in order. A fetcher
+        may also have ``setup`` and ``teardown``, which the fetch step calls once per worker."""
 
 
 def check_days(batches: list, item: WorkItem, provider: str, field: str = "usage_date") -> None:
@@ -156,7 +157,14 @@ class FetchOrgs(PooledDoFn):
     def setup(self):
         self._metastore = self._metastore_spec.open()
         self._cipher = self._cipher_spec.open()
+        if hasattr(self._fetcher, "setup"):  # a fetcher with per-worker resources (a shared HTTP session)
+            self._fetcher.setup()
         super().setup()
+
+    def teardown(self):
+        super().teardown()  # the fetches in flight finish first
+        if hasattr(self._fetcher, "teardown"):
+            self._fetcher.teardown()
 
     def start_bundle(self):
         super().start_bundle()

@@ -14,7 +14,7 @@ import pandas as pd
 from beam_pipelines.errors import one_line_error
 from beam_pipelines.pricing.overrides import OrgPriceLists
 from beam_pipelines.pricing.price_list import load_price_list
-from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+from beam_pipelines.providers.http import ProviderClient, RetryPolicy, shared_session
 from beam_pipelines.secrets.credentials import Credential
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, UsageRecords, WorkItem
 from beam_pipelines.transforms.fetch import BATCH_ROWS, FetchOrgs
@@ -23,7 +23,11 @@ from beam_pipelines.transforms.step import StepTransform
 
 
 class PagedUsageFetcher:
-    """All pages of one org's usage as DataFrames (one per page, in cursor order)."""
+    """All pages of one org's usage as records, in cursor order.
+
+    Between ``setup`` and ``teardown`` (the fetch step's, once per worker) every org is fetched over
+    one shared session; a fetch outside them (a test, a script) opens and closes its own.
+    """
 
     provider = ""
     client_cls: type[ProviderClient]
@@ -34,6 +38,18 @@ class PagedUsageFetcher:
         self.base_url = base_url
         self.options = options
         self.loaded_at = loaded_at
+        self._session = None
+
+    def setup(self) -> None:
+        self._session = shared_session(self.base_url, self.options.max_concurrency)
+
+    def teardown(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_session": None}  # a session is per process, never part of the job graph
 
     def pages(self, client, item: WorkItem) -> Iterator:
         raise NotImplementedError
@@ -41,7 +57,8 @@ class PagedUsageFetcher:
     def fetch(self, item: WorkItem, credential: Credential) -> list[UsageRecords]:
         """The org's rows in chunks of at most ``BATCH_ROWS``, as records: the fetch step makes frames
         of them, many orgs' rows at a time where the fetcher has ``fleet_batches``."""
-        client = self.client_cls(credential.secret, self.base_url, RetryPolicy.from_options(self.options))
+        shared = self._session
+        client = self.client_cls(credential.secret, self.base_url, RetryPolicy.from_options(self.options), session=shared)
         rows_fn = type(self).rows_fn
         chunks, pending = [], UsageRecords()
         try:
@@ -51,7 +68,8 @@ class PagedUsageFetcher:
                     chunks.append(UsageRecords(pending[:BATCH_ROWS]))
                     pending = UsageRecords(pending[BATCH_ROWS:])
         finally:
-            client.session.close()
+            if shared is None:
+                client.session.close()
         if pending:
             chunks.append(pending)
         return chunks
