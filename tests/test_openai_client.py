@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 import pytest
-import requests
 
 from beam_pipelines.errors import MalformedResponseError, ProviderError
 from beam_pipelines.providers.http import RetryPolicy
@@ -46,25 +45,58 @@ def test_pages_through_every_result_in_cursor_order(simulator):
     assert len({r["row_key"] for r in rows}) == len(rows)
 
 
-def test_sends_the_documented_request(simulator, monkeypatch):
+def test_sends_the_documented_request():
+    """As it reaches the provider: path, query, the org's key, nothing else of ours."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.http_fakes import JsonHandler, serve
+
     seen = []
-    original = requests.Session.get
 
-    def spy(self, url, params=None, headers=None, timeout=None):
-        seen.append((url, params, headers))
-        return original(self, url, params=params, headers=headers, timeout=timeout)
+    class Usage(JsonHandler):
+        def do_GET(self):
+            seen.append((self.path, dict(self.headers)))
+            self.send_json({"object": "page", "data": [], "has_more": False, "next_page": None})
 
-    monkeypatch.setattr(requests.Session, "get", spy)
-    c, _ = client(simulator)
-    next(c.completions_pages(START, END))
-    url, params, headers = seen[0]
-    assert url == simulator.openai_base_url + "/organization/usage/completions"
-    assert headers == {"Authorization": f"Bearer {KEY}"}
-    params = dict(params) | {"group_by[]": [v for k, v in params if k == "group_by[]"]}
-    assert params["start_time"] == "1772409600"  # 2026-03-02T00:00Z
-    assert params["end_time"] == "1772668800"  # 2026-03-05T00:00Z, exclusive
-    assert params["bucket_width"] == "1d"
-    assert params["group_by[]"] == ["model", "project_id", "api_key_id", "batch", "service_tier"]
+    with serve(Usage) as url:
+        c = OpenAIUsageClient(KEY, f"{url}/v1", RetryPolicy(0, 0.1, 0.1, 5))
+        next(c.completions_pages(START, END))
+    path, headers = seen[0]
+    assert urlsplit(path).path == "/v1/organization/usage/completions"
+    query = parse_qs(urlsplit(path).query)
+    assert query["start_time"] == ["1772409600"]  # 2026-03-02T00:00Z
+    assert query["end_time"] == ["1772668800"]  # 2026-03-05T00:00Z, exclusive
+    assert query["bucket_width"] == ["1d"] and query["limit"] == ["31"]
+    assert query["group_by[]"] == ["model", "project_id", "api_key_id", "batch", "service_tier"]
+    assert headers["Authorization"] == f"Bearer {KEY}" and headers["User-Agent"].startswith("python-requests/")
+    assert "Cookie" not in headers
+
+
+def test_a_redirect_is_never_followed_with_the_orgs_key():
+    from tests.http_fakes import JsonHandler, serve
+
+    hits = []
+
+    class Elsewhere(JsonHandler):
+        def do_GET(self):
+            hits.append(self.headers.get("Authorization"))
+            self.send_json({"object": "page", "data": [], "has_more": False, "next_page": None})
+
+    with serve(Elsewhere) as target:
+        class Redirect(JsonHandler):
+            def do_GET(self):
+                self.send_response(302)
+                self.send_header("Location", f"{target}/steal?key={KEY}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        with serve(Redirect) as url:
+            c = OpenAIUsageClient(KEY, f"{url}/v1", RetryPolicy(2, 0.1, 0.1, 5))
+            with pytest.raises(ProviderError) as err:
+                list(c.completions_pages(START, END))
+    assert "answered a redirect to" in str(err.value) and "not followed" in str(err.value)
+    assert KEY not in str(err.value), "the location is redacted like any provider text"
+    assert hits == [] and c.requests_made == 1, "not followed, and not retried"
 
 
 def test_429_honours_retry_after_and_500_backs_off(simulator):
