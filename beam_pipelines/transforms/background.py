@@ -2,12 +2,13 @@
 
 The fetch step (:class:`beam_pipelines.transforms.fetch.FetchOrgs`) mostly waits on providers, so
 it keeps a bounded number of orgs in flight on a pool; the billing FOCUS step keeps a few staged
-parts in flight (Arrow releases the GIL). :class:`BackgroundWork` is that queue: results come back
-in submission order, so the DoFn's outputs keep the order of its inputs, and whatever a bundle
-started is finished by its ``finish_bundle`` (:meth:`BackgroundWork.drain`), so nothing outlives the
-bundle that produced it: a retried bundle redoes all of its work. :class:`PooledDoFn` is a DoFn
-built on it. :func:`mapped` is the same within one element: the batches of a billing day flattened,
-or its parts checked, a few at a time, in order. (Parquet writes and commits on such threads were
+parts in flight (Arrow releases the GIL). :class:`BackgroundWork` is that queue and
+:class:`PooledDoFn` a DoFn built on it: results come back in submission order, so the DoFn's outputs
+keep the order of its inputs, and whatever a bundle started is finished by its ``finish_bundle``, so
+nothing outlives the bundle that produced it: a retried bundle redoes all of its work. Where the
+bundle's thread would wait for a result, it first does what it can (``idle``). :func:`mapped` is the
+same within one element: the batches of a billing day flattened, or its parts checked, a few at a
+time, in order. (Parquet writes and commits on such threads were
 tried for a fleet and dropped: no faster, the work was GIL- or journal-bound.)
 """
 from __future__ import annotations
@@ -27,24 +28,25 @@ R = TypeVar("R")
 
 
 class BackgroundWork:
-    """A thread pool and the bundle's tasks in flight, at most ``limit`` of them."""
+    """A thread pool and the bundle's tasks in flight, oldest first."""
 
-    def __init__(self, threads: int, limit: int, name: str):
+    def __init__(self, threads: int, name: str):
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
-        self._limit = limit
         self._inflight: collections.deque[Future] = collections.deque()
 
-    def submit(self, fn: Callable, *args) -> Iterator:
-        """Start ``fn(*args)``; yields the results of earlier tasks that are done (in order), waiting
-        for the oldest while ``limit`` tasks are in flight."""
+    def add(self, fn: Callable, *args) -> None:
         self._inflight.append(self._pool.submit(fn, *args))
-        while self._inflight and (len(self._inflight) >= self._limit or self._inflight[0].done()):
-            yield self._inflight.popleft().result()
 
-    def drain(self) -> Iterator:
-        """The results of every task still in flight, in order (for ``finish_bundle``)."""
-        while self._inflight:
-            yield self._inflight.popleft().result()
+    @property
+    def pending(self) -> int:
+        return len(self._inflight)
+
+    def oldest_done(self) -> bool:
+        return bool(self._inflight) and self._inflight[0].done()
+
+    def pop(self):
+        """The oldest task's result (waiting for it), or its exception raised."""
+        return self._inflight.popleft().result()
 
     def discard(self) -> None:
         """Wait for the tasks in flight and drop their results (a bundle that failed)."""
@@ -57,11 +59,14 @@ class BackgroundWork:
 
 
 class PooledDoFn(beam.DoFn):
-    """A DoFn whose per-element ``work`` runs on a pool, ``pool_size()`` elements in flight.
+    """A DoFn whose per-element ``work`` runs on a pool, ``pool_size()`` threads, at most ``in_flight()``
+    elements submitted and not yet emitted.
 
     ``work(element)`` runs on a pool thread and returns a result; ``emit(result)`` turns it into
-    outputs on the bundle's thread, in the order of the elements; ``flush()`` adds outputs at the end
-    of a bundle. Subclasses that open more in ``setup`` or ``start_bundle`` call these too.
+    outputs on the bundle's thread, in the order of the elements; ``idle()`` gives outputs the bundle's
+    thread can make instead of waiting for the oldest result (work gathered so far, say); ``flush()``
+    adds outputs at the end of a bundle. Subclasses that open more in ``setup`` or ``start_bundle``
+    call these too.
     """
 
     pool_name = "work"
@@ -80,11 +85,15 @@ class PooledDoFn(beam.DoFn):
     def emit(self, result) -> Iterable:
         return result
 
+    def idle(self) -> Iterable:
+        return ()
+
     def flush(self) -> Iterable:
         return ()
 
     def setup(self):
-        self._work = BackgroundWork(self.pool_size(), self.in_flight(), self.pool_name)
+        self._work = BackgroundWork(self.pool_size(), self.pool_name)
+        self._limit = max(1, self.in_flight())
 
     def teardown(self):
         work = getattr(self, "_work", None)
@@ -95,16 +104,24 @@ class PooledDoFn(beam.DoFn):
         self._work.discard()  # anything a failed bundle left in flight
 
     def process(self, element):
-        for result in self._work.submit(self.work, element):
-            yield from self.emit(result)
+        self._work.add(self.work, element)
+        yield from self._results(keep=self._limit - 1)
 
     def finish_bundle(self):
         def outputs():
-            for result in self._work.drain():
-                yield from self.emit(result)
+            yield from self._results(keep=0)
             yield from self.flush()
 
         yield from windowed(outputs())
+
+    def _results(self, keep: int) -> Iterator:
+        """Outputs of the results in order while more than ``keep`` are in flight, and of any already
+        done; before waiting for the oldest, whatever ``idle()`` has."""
+        work = self._work
+        while work.pending > keep or work.oldest_done():
+            if not work.oldest_done():
+                yield from self.idle()
+            yield from self.emit(work.pop())
 
 
 def mapped(function: Callable[[T], R], items: Iterable[T], pool: Executor, depth: int) -> Iterator[R]:

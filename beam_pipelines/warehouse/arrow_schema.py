@@ -48,7 +48,9 @@ def to_arrow(frame: pd.DataFrame | pa.Table, schema: TableSchema, table: str) ->
         if field.required and frame[field.name].isna().any():
             raise WarehouseError(f"{table}: REQUIRED column {field.name!r} has NULL values")
     try:
-        result = pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False, safe=True)
+        # one thread: pyarrow would start and join a pool per large frame, for columns of Python objects that
+        # convert under the interpreter lock anyway
+        result = pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False, safe=True, nthreads=1)
     except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
         raise WarehouseError(f"{table}: rows do not fit the schema: {exc}") from None
     return result
