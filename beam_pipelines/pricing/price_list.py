@@ -101,9 +101,10 @@ class PriceList:
     def models(self) -> set[str]:
         return set(self._models)
 
-    def has_overrides(self, org_slug: str | None) -> bool:
-        """Whether the list holds rows of the org's own (else its lookups are the default list's)."""
-        return org_slug in self._override_orgs
+    @property
+    def override_orgs(self) -> frozenset[str]:
+        """The orgs with rows of their own in this list; any other org's lookups are the default list's."""
+        return self._override_orgs
 
     def with_overrides(self, overrides: list[TokenPrice]) -> PriceList:
         return PriceList(self.all_prices() + list(overrides), self.batch_tiers, self.tier_aliases)

@@ -42,7 +42,10 @@ def lookup_rates(prices: PriceList, org: pd.Series, model: pd.Series, tier: np.n
                  columns: tuple[str, ...]) -> RowRates:
     """Rates of every row. Orgs without rows of their own are looked up as the default list (a fleet's
     batch holds hundreds of orgs and a handful of models), and each distinct price converted once."""
-    owner = np.array([o if prices.has_overrides(o) else None for o in org.array], dtype=object)
+    owner = np.full(len(org), None, dtype=object)
+    if prices.override_orgs:
+        own = pd.Series(org.array).isin(prices.override_orgs).to_numpy(dtype=bool)
+        owner[own] = org.to_numpy(dtype=object)[own]
     keys = pd.DataFrame({"org": owner, "model": model.array, "tier": tier, "day": day.array})
     codes = keys.groupby(list(keys.columns), dropna=False, sort=False).ngroup().to_numpy()
     found = [prices.lookup(k.model, k.tier, k.day, org_slug=k.org) for k in keys.drop_duplicates().itertuples(index=False)]
