@@ -95,13 +95,17 @@ def fewer_gc_passes(first_generation: int = 200_000):
     """The local runner holds every stage's elements in memory (a fleet's rows, many small objects):
     the default collector thresholds make each full pass rescan them all, which grew the run time
     faster than the fleet (measured: 1,000 orgs 186 s → 135 s with this). Nothing here is cyclic
-    garbage that must go early, so collect less often while the graph runs."""
+    garbage that must go early, so collect less often while the graph runs. What exists before (the
+    modules of Beam, pandas and Arrow, the graph) is frozen out of every pass: 0.25 → 0.11 s of
+    collection per process for 1,000 orgs."""
     before = gc.get_threshold()
+    gc.freeze()
     gc.set_threshold(first_generation, before[1], before[2])
     try:
         yield
     finally:
         gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def execute(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], runner: str = LOCAL_RUNNER,
