@@ -73,6 +73,6 @@ setup(
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["convergence=beam_pipelines.cli.main:main"]},
+    entry_points={"console_scripts": ["convergence=beam_pipelines.cli.main:entry"]},
     cmdclass={"build_py": BuildWithConfigs},
 )

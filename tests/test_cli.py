@@ -129,3 +129,23 @@ def test_validate_accepts_configs_before_or_after_the_command(cli, configs_copy)
         proc = cli(*args, check=1)
         assert "openai/cost/usage_cost.yml: line 1: invalid YAML" in proc.stderr
     assert "ok  system configs" in cli("validate", check=0).stdout
+
+
+def test_the_command_runs_its_exit_handlers_and_flushes_its_output_before_it_leaves(home, tmp_path):
+    """`convergence` leaves without taking the interpreter apart (``entry``), never without its exit
+    handlers, its whole output or its exit code."""
+    marker = tmp_path / "exit-handlers-ran"
+    env = {**os.environ, "CONVERGENCE_HOME": str(home)}
+    env.pop("CONVERGENCE_CONFIGS", None)
+
+    def convergence(*args):
+        code = ("import atexit, sys\nfrom beam_pipelines.cli.main import entry\n"
+                f"atexit.register(lambda: open({str(marker)!r}, 'a').write('ran;'))\n"
+                f"sys.argv = ['convergence', *{list(args)!r}]\nentry()\n")
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+    ok = convergence("validate")
+    assert ok.returncode == 0 and ok.stdout.rstrip().endswith("gcp/bq_etl/config.yml"), ok.stderr
+    failed = convergence("runs", "show", "nope")
+    assert failed.returncode == 1 and failed.stderr.strip() == "error: run 'nope' does not exist"
+    assert marker.read_text() == "ran;ran;"

@@ -6,6 +6,7 @@ the detail goes to ``$CONVERGENCE_HOME/logs/convergence.log``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
 import os
 import sys
@@ -196,5 +197,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The ``convergence`` command: :func:`main`, then exit without taking the interpreter apart.
+
+    When a command returns, its work is finished: runs closed, files written and closed, workers
+    joined. What an ordinary exit does after that is free every module of Beam, pandas and Arrow one
+    by one, ~0.6 s after each command here (a daily run, a job the launcher started). The exit
+    handlers still run (log files flushed and closed, thread pools joined) and the output is flushed.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`) or stream: nothing more can be said there
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
