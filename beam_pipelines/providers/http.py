@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import http.cookiejar
 import logging
 import os
 import time
@@ -95,10 +94,9 @@ def provider_session(base_url: str) -> requests.Session:
 def shared_session(base_url: str, connections: int) -> requests.Session:
     """One session for every org a worker fetches, keeping up to ``connections`` connections alive from
     org to org (a connection per org cost the client and the provider a handshake each, and the
-    simulator a thread). It keeps no cookies: one org's cookie must never go out with another org's
-    requests. Each request carries its own org's key (``auth_headers``), never the session."""
+    simulator a thread). Nothing of one org rides on it: each request carries its own org's key
+    (``auth_headers``) and no cookie (:meth:`ProviderClient._get` never reads the session's jar)."""
     session = provider_session(base_url)
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(1, connections))
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -154,7 +152,8 @@ class ProviderClient:
     def _get(self, url: str, params: list[tuple[str, str]]) -> requests.Response:
         """GET through the session's adapter: what ``Session.get`` sends (the session's headers, the
         org's key, the proxies and CA bundle read once) without what a provider API does not need, and
-        which was a third of a fleet's client CPU: no cookies, no hooks, no redirects followed."""
+        which was a third of a fleet's client CPU: no cookies (a session shared by many orgs must never
+        send one org's cookie with another's request), no hooks, no redirects followed."""
         prepared = requests.PreparedRequest()
         prepared.prepare_method("GET")
         prepared.url = f"{url}?{urlencode(params)}" if params else url

@@ -8,8 +8,8 @@ keep the order of its inputs, and whatever a bundle started is finished by its `
 nothing outlives the bundle that produced it: a retried bundle redoes all of its work. Where the
 bundle's thread would wait for a result, it first does what it can (``idle``). :func:`mapped` is the
 same within one element: the batches of a billing day flattened, or its parts checked, a few at a
-time, in order. (Parquet writes and commits on such threads were
-tried for a fleet and dropped: no faster, the work was GIL- or journal-bound.)
+time, in order. (Parquet writes and commits on such threads were tried for a fleet and dropped: no
+faster, the work was GIL- or journal-bound.)
 """
 from __future__ import annotations
 
