@@ -2,8 +2,8 @@
 
 Project: `convergence run openai/cost/usage_cost --all-orgs` on the FnApiRunner (admit, decrypt,
 fetch, price, FOCUS, stage, one commit per org, run log), the simulator in its own process.
-Baseline: the fetching alone, in a plain script: the same pages of every org through a pool of the
-same size (64), nothing else, which is the floor a pipeline that only waits could reach. Every
+Baseline: the fetching alone, in a plain script: the same pages of every org through one session of
+the same size (64 connections), nothing else, which is the floor a pipeline that only waits could reach. Every
 org's totals are checked against the simulator's data. The job is spread over as many local worker
 processes as it would be by default (one per core, ``CONVERGENCE_LOCAL_WORKERS`` caps them). Where the
 time goes: a timeline of the run (when each step and the commits happened, from the run log), the
@@ -12,6 +12,7 @@ pipeline's CPU seconds per org (all its processes) beside the simulator's, and a
 """
 from __future__ import annotations
 
+import asyncio
 import cProfile
 import io
 import os
@@ -20,7 +21,6 @@ import resource
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -50,19 +50,23 @@ def _simulator(port: int, workdir: Path) -> subprocess.Popen:
 
 
 def _baseline(base_url: str, keys: list[str]) -> float:
-    from beam_pipelines.providers.http import RetryPolicy
+    from beam_pipelines.providers.http import RetryPolicy, provider_session
     from beam_pipelines.providers.openai import OpenAIUsageClient
 
-    def fetch(key: str) -> int:
-        client = OpenAIUsageClient(key, base_url, RetryPolicy(3, 0.5, 4, 30))
+    async def fetch_all() -> None:
+        session = provider_session(base_url, POOL)
         try:
-            return sum(len(b.results) for page in client.completions_pages(DAY, DAY) for b in page.data)
+            async def fetch(key: str) -> int:
+                client = OpenAIUsageClient(key, base_url, RetryPolicy(3, 0.5, 4, 30), session=session)
+                return sum([len(b.results) async for page in client.iter_pages(client.completions_query(DAY, DAY))
+                            for b in page.data])
+
+            await asyncio.gather(*(fetch(key) for key in keys))
         finally:
-            client.session.close()
+            await session.close()
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(POOL) as pool:
-        list(pool.map(fetch, keys))
+    asyncio.run(fetch_all())
     return time.perf_counter() - started
 
 

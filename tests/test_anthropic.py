@@ -202,7 +202,7 @@ def test_pipeline_two_orgs_one_rejected_totals_match_simulator_and_billing(setti
     seed_org(settings, "acme")
     seed_org(settings, "globex", anthropic_admin_key="sk-ant-api03-wrong-kind")
     simulator.faults.add("sk-ant-admin01-sim-acme", ["529", "429-no-retry-after"])
-    monkeypatch.setattr("beam_pipelines.providers.http.time.sleep", lambda s: None)
+    monkeypatch.setattr("beam_pipelines.providers.http.backoff_sleep", lambda s: None)
     result = run_pipeline(settings, RunRequest("anthropic/usage_cost", orgs=["acme", "globex"], start_date=start, end_date=end))
     status = {r["org_slug"]: r for r in result.runs}
     assert status["acme"]["status"] == "COMPLETED", status["acme"]["error_message"]

@@ -16,7 +16,7 @@ from beam_pipelines.config.schema import load_schema
 from beam_pipelines.errors import MalformedResponseError, ProviderError
 from beam_pipelines.providers import anthropic_costs, openai_costs
 from beam_pipelines.providers.anthropic_costs import AnthropicCostClient
-from beam_pipelines.providers.http import RetryPolicy
+from beam_pipelines.providers.http import PageQuery, RetryPolicy
 from beam_pipelines.providers.openai_costs import OpenAICostsClient
 from beam_pipelines.testing.simulator import anthropic_data, openai_data
 from beam_pipelines.warehouse.arrow_schema import to_arrow
@@ -382,15 +382,15 @@ def test_the_window_never_reaches_into_the_future(simulator):
 
 def test_the_simulator_refuses_what_the_documents_do_not_offer(simulator):
     with pytest.raises(ProviderError, match="HTTP 400.*group_by") as info:
-        list(openai_client(simulator.openai_base_url).paginate(
-            "/organization/costs", [("start_time", "1772409600"), ("group_by", "model")], openai_costs.CostsPage))
+        list(openai_client(simulator.openai_base_url).pages(PageQuery(
+            "/organization/costs", [("start_time", "1772409600"), ("group_by", "model")], openai_costs.CostsPage)))
     assert not isinstance(info.value, MalformedResponseError)
     with pytest.raises(ProviderError, match="HTTP 400.*group_by"):
-        list(anthropic_client(simulator.anthropic_base_url).paginate(
+        list(anthropic_client(simulator.anthropic_base_url).pages(PageQuery(
             anthropic_costs.COST_PATH, [("starting_at", "2026-03-02T00:00:00Z"), ("group_by[]", "api_key_id")],
-            anthropic_costs.CostReportPage))
+            anthropic_costs.CostReportPage)))
     with pytest.raises(ProviderError, match="HTTP 400.*limit"):
-        list(openai_client(simulator.openai_base_url).paginate(
-            "/organization/costs", [("start_time", "1772409600"), ("limit", "181")], openai_costs.CostsPage))
+        list(openai_client(simulator.openai_base_url).pages(PageQuery(
+            "/organization/costs", [("start_time", "1772409600"), ("limit", "181")], openai_costs.CostsPage)))
     with pytest.raises(ValueError, match="page_limit"):
         anthropic_rows(anthropic_client(simulator.anthropic_base_url), page_limit=32)

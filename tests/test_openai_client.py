@@ -1,6 +1,7 @@
 """The OpenAI usage client against the loopback simulator: paging, retries, failing closed."""
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timezone
 
 import pytest
@@ -60,7 +61,7 @@ def test_sends_the_documented_request():
 
     with serve(Usage) as url:
         c = OpenAIUsageClient(KEY, f"{url}/v1", RetryPolicy(0, 0.1, 0.1, 5))
-        next(c.completions_pages(START, END))
+        c.completions_pages(START, END)
     path, headers = seen[0]
     assert urlsplit(path).path == "/v1/organization/usage/completions"
     query = parse_qs(urlsplit(path).query)
@@ -68,7 +69,8 @@ def test_sends_the_documented_request():
     assert query["end_time"] == ["1772668800"]  # 2026-03-05T00:00Z, exclusive
     assert query["bucket_width"] == ["1d"] and query["limit"] == ["31"]
     assert query["group_by[]"] == ["model", "project_id", "api_key_id", "batch", "service_tier"]
-    assert headers["Authorization"] == f"Bearer {KEY}" and headers["User-Agent"].startswith("python-requests/")
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert headers["User-Agent"].startswith("Python/") and "aiohttp" in headers["User-Agent"]
     assert "Cookie" not in headers
 
 
@@ -153,11 +155,9 @@ def test_fails_closed_on_bad_pages(simulator, fault, message):
 
 def test_fails_closed_on_a_repeated_cursor(simulator):
     c, _ = client(simulator)
-    pages = c.completions_pages(START, END)
-    next(pages)  # page 1 is served normally; page 2 answers with the cursor it was asked with
-    simulator.faults.add(KEY, ["repeat-cursor"])
+    simulator.faults.add(KEY, ["slow:0", "repeat-cursor"])  # page 1 as usual; page 2 repeats the cursor it was asked with
     with pytest.raises(MalformedResponseError, match="page 2 repeats cursor"):
-        list(pages)
+        c.completions_pages(START, END)
 
 
 def test_client_repr_never_shows_the_key(simulator):
@@ -169,7 +169,7 @@ def test_a_netrc_entry_never_replaces_the_orgs_key(simulator, tmp_path, monkeypa
     netrc = tmp_path / "netrc"
     netrc.write_text("machine 127.0.0.1 login someone password not-the-org-key\n")
     netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))  # requests would send these as Basic auth instead of the Bearer key
+    monkeypatch.setenv("NETRC", str(netrc))  # a client trusting the environment sends these as Basic auth instead
     c, _ = client(simulator)
     assert len(fetch_rows(c)) == len(expected_results())
 
@@ -233,15 +233,18 @@ def test_a_workers_orgs_share_connections_but_never_keys_or_cookies():
 
     options = load_pipeline(CONFIGS, "openai/cost/usage_cost").options("extract_usage")
     day = date(2026, 3, 2)
-    with serve(Usage) as url:
-        fetcher = OpenAIUsageFetcher(f"{url}/v1", options, datetime(2026, 3, 3, tzinfo=timezone.utc))
-        fetcher.setup()
+
+    async def fetch_orgs(fetcher):
+        await fetcher.setup()
         try:
             for n in range(5):
-                fetcher.fetch(WorkItem(f"org{n}", f"run{n}", day, day), Credential("ADMIN_API_KEY", f"sk-admin-{n}", {}))
+                await fetcher.fetch(WorkItem(f"org{n}", f"run{n}", day, day), Credential("ADMIN_API_KEY", f"sk-admin-{n}", {}))
         finally:
-            fetcher.teardown()
-        fetcher.fetch(WorkItem("alone", "run9", day, day), Credential("ADMIN_API_KEY", "sk-admin-9", {}))
+            await fetcher.teardown()
+        await fetcher.fetch(WorkItem("alone", "run9", day, day), Credential("ADMIN_API_KEY", "sk-admin-9", {}))
+
+    with serve(Usage) as url:
+        asyncio.run(fetch_orgs(OpenAIUsageFetcher(f"{url}/v1", options, datetime(2026, 3, 3, tzinfo=timezone.utc))))
     assert [key for _, key, _ in seen] == [f"Bearer sk-admin-{n}" for n in (0, 1, 2, 3, 4, 9)]
     assert [cookie for _, _, cookie in seen] == [None] * 6, "the provider's cookie never goes back"
     assert len({port for port, _, _ in seen[:5]}) == 1, "the five orgs went over one kept-alive connection"

@@ -7,13 +7,11 @@ final (waiting will not lift it). A null ``workspace_id`` is the default workspa
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 
-import requests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, NonNegativeInt, StrictBool
 
-from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+from beam_pipelines.providers.http import Answer, PageQuery, ProviderClient, RetryPolicy
 from beam_pipelines.rows import row_key
 
 USAGE_PATH = "/v1/organizations/usage_report/messages"
@@ -89,7 +87,7 @@ class AnthropicAdminClient(ProviderClient):
         headers = {"x-api-key": self._admin_key, "anthropic-version": API_VERSION}
         return {**headers, "anthropic-beta": self.beta} if self.beta else headers
 
-    def is_transient(self, response: requests.Response, message: str) -> bool:
+    def is_transient(self, response: Answer, message: str) -> bool:
         # A reached spend limit answers 429 too, but waiting will not lift it.
         if response.status_code == 429 and any(m in message.lower() for m in SPEND_LIMIT_MARKERS):
             return False
@@ -99,13 +97,16 @@ class AnthropicAdminClient(ProviderClient):
 class AnthropicUsageClient(AnthropicAdminClient):
     beta = FAST_MODE_BETA  # the usage report's speed field
 
-    def messages_pages(self, start: date, end_inclusive: date, page_limit: int = 31,
-                       group_by: tuple[str, ...] = GROUP_FIELDS, now: datetime | None = None) -> Iterator[UsagePage]:
-        """Pages of daily buckets for the UTC days ``start``..``end_inclusive`` (ending never in the future)."""
+    def messages_query(self, start: date, end_inclusive: date, page_limit: int = 31,
+                       group_by: tuple[str, ...] = GROUP_FIELDS, now: datetime | None = None) -> PageQuery:
+        """Daily buckets for the UTC days ``start``..``end_inclusive`` (ending never in the future)."""
         now = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
         ending = min(day_start(end_inclusive + timedelta(days=1)), now)
         window = [("starting_at", rfc3339(day_start(start))), ("ending_at", rfc3339(ending))]
-        yield from self.daily_pages(USAGE_PATH, window, page_limit, group_by, UsagePage)
+        return self.daily_query(USAGE_PATH, window, page_limit, group_by, UsagePage)
+
+    def messages_pages(self, *args, **kwargs) -> list[UsagePage]:
+        return self.pages(self.messages_query(*args, **kwargs))
 
 
 def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime) -> list[dict]:

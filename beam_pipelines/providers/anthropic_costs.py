@@ -11,7 +11,6 @@ page, since it would mean the format (and perhaps the unit) changed. Any currenc
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -20,6 +19,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, StrictBool, StrictStr
 from beam_pipelines.errors import MalformedResponseError, ProviderError
 from beam_pipelines.pricing.money import SCALE
 from beam_pipelines.providers.anthropic import AnthropicAdminClient, day_start, rfc3339
+from beam_pipelines.providers.http import PageQuery
 from beam_pipelines.rows import row_key
 
 COST_PATH = "/v1/organizations/cost_report"
@@ -82,13 +82,14 @@ def amount_usd(result: CostResult, day: date) -> Decimal:
 
 
 class AnthropicCostClient(AnthropicAdminClient):
-    def cost_pages(self, start: date, end_inclusive: date, group_by: tuple[str, ...] = GROUP_FIELDS,
-                   page_limit: int = MAX_LIMIT, now: datetime | None = None) -> Iterator[CostReportPage]:
-        """Validated pages of daily cost buckets for the UTC days ``start``..``end_inclusive``.
+    def cost_query(self, start: date, end_inclusive: date, group_by: tuple[str, ...] = GROUP_FIELDS,
+                   page_limit: int = MAX_LIMIT, now: datetime | None = None) -> PageQuery | None:
+        """Daily cost buckets for the UTC days ``start``..``end_inclusive``; None while nothing of the
+        window has happened.
 
         ``ending_at`` is never in the future (Anthropic has answered 400 to that): it stops at the
-        current minute. Fails closed on a bucket outside the requested days, and on a result without
-        a description when grouped by description (the server ignored the grouping).
+        current minute. Each page fails closed on a bucket outside the requested days, and on a result
+        without a description when grouped by description (the server ignored the grouping).
         """
         unknown = [g for g in group_by if g not in GROUP_FIELDS]
         if unknown or not 1 <= page_limit <= MAX_LIMIT:
@@ -96,10 +97,11 @@ class AnthropicCostClient(AnthropicAdminClient):
         now = (now or datetime.now(timezone.utc)).replace(second=0, microsecond=0)
         ending = min(day_start(end_inclusive + timedelta(days=1)), now)
         if ending <= day_start(start):
-            return  # nothing of the window has happened yet
+            return None
         params = [("starting_at", rfc3339(day_start(start))), ("ending_at", rfc3339(ending)), ("bucket_width", "1d"),
                   ("limit", str(page_limit))] + [("group_by[]", g) for g in group_by]
-        for page in self.paginate(COST_PATH, params, CostReportPage):
+
+        def check(page: CostReportPage) -> None:
             for bucket in page.data:
                 day = bucket_day(bucket)
                 if not start <= day <= end_inclusive:
@@ -108,7 +110,11 @@ class AnthropicCostClient(AnthropicAdminClient):
                 if "description" in group_by and any(r.description is None for r in bucket.results):
                     raise MalformedResponseError("anthropic", f"{COST_PATH}: a result on {day} has no description"
                                                               " although grouped by description")
-            yield page
+
+        return PageQuery(COST_PATH, params, CostReportPage, check)
+
+    def cost_pages(self, *args, **kwargs) -> list[CostReportPage]:
+        return self.pages(self.cost_query(*args, **kwargs))
 
 
 def billed_rows(page: CostReportPage, org_slug: str, run_id: str, loaded_at: datetime) -> list[dict]:

@@ -6,14 +6,12 @@ Unknown extra fields are tolerated (kept out of the row), missing required ones 
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from typing import Literal
 
-import requests
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, StrictBool, StrictInt
 
-from beam_pipelines.providers.http import ProviderClient, RetryPolicy
+from beam_pipelines.providers.http import Answer, PageQuery, ProviderClient, RetryPolicy
 from beam_pipelines.rows import row_key
 
 USAGE_PATH = "/organization/usage/completions"
@@ -87,7 +85,7 @@ class OpenAIAdminClient(ProviderClient):
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._admin_key}"}
 
-    def is_transient(self, response: requests.Response, message: str) -> bool:
+    def is_transient(self, response: Answer, message: str) -> bool:
         # An exhausted quota answers 429 too, but waiting will not help: fail the org at once.
         if response.status_code == 429 and "insufficient_quota" in message:
             return False
@@ -96,13 +94,16 @@ class OpenAIAdminClient(ProviderClient):
 
 class OpenAIUsageClient(OpenAIAdminClient):
 
-    def completions_pages(self, start: date, end_inclusive: date, page_limit: int = 31,
+    def completions_query(self, start: date, end_inclusive: date, page_limit: int = 31,
                           group_by: tuple[str, ...] = ("model", "project_id", "api_key_id", "batch", "service_tier"),
-                          now: datetime | None = None) -> Iterator[UsagePage]:
-        """Pages of daily buckets covering the UTC days ``start``..``end_inclusive``."""
+                          now: datetime | None = None) -> PageQuery:
+        """Daily buckets covering the UTC days ``start``..``end_inclusive``."""
         end_time = min(unix(end_inclusive + timedelta(days=1)), int((now or datetime.now(timezone.utc)).timestamp()))
         window = [("start_time", str(unix(start))), ("end_time", str(end_time))]
-        yield from self.daily_pages(USAGE_PATH, window, page_limit, group_by, UsagePage)
+        return self.daily_query(USAGE_PATH, window, page_limit, group_by, UsagePage)
+
+    def completions_pages(self, *args, **kwargs) -> list[UsagePage]:
+        return self.pages(self.completions_query(*args, **kwargs))
 
 
 def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime) -> list[dict]:

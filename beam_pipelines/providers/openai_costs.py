@@ -13,7 +13,6 @@ not this client's call to make.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, StrictStr, fi
 
 from beam_pipelines.errors import MalformedResponseError, ProviderError
 from beam_pipelines.pricing.money import SCALE
+from beam_pipelines.providers.http import PageQuery
 from beam_pipelines.providers.openai import OpenAIAdminClient, unix
 from beam_pipelines.rows import row_key
 
@@ -98,24 +98,26 @@ def amount_usd(amount: CostAmount, day: date) -> Decimal:
 
 
 class OpenAICostsClient(OpenAIAdminClient):
-    def cost_pages(self, start: date, end_inclusive: date, group_by: tuple[str, ...] = ("project_id", "line_item"),
-                   page_limit: int = 31, project_ids: tuple[str, ...] = (), now: datetime | None = None) -> Iterator[CostsPage]:
-        """Validated pages of daily cost buckets for the UTC days ``start``..``end_inclusive``.
+    def cost_query(self, start: date, end_inclusive: date, group_by: tuple[str, ...] = ("project_id", "line_item"),
+                   page_limit: int = 31, project_ids: tuple[str, ...] = (), now: datetime | None = None) -> PageQuery | None:
+        """Daily cost buckets for the UTC days ``start``..``end_inclusive``; None while nothing of the
+        window has happened (``end_time`` never passes ``now``, as for usage).
 
-        ``end_time`` never passes ``now`` (as for usage). Fails closed on a bucket outside the
-        requested days, and on a result without a line item when grouped by line item: the server
-        ignored the grouping, and the rows would be unattributable.
+        Each page fails closed on a bucket outside the requested days, and on a result without a line
+        item when grouped by line item: the server ignored the grouping, and the rows would be
+        unattributable.
         """
         unknown = [g for g in group_by if g not in GROUP_FIELDS]
         if unknown or not 1 <= page_limit <= MAX_LIMIT:
             raise ValueError(f"group_by must be among {GROUP_FIELDS} and page_limit in 1..{MAX_LIMIT}")
         end_time = min(unix(end_inclusive + timedelta(days=1)), int((now or datetime.now(timezone.utc)).timestamp()))
         if end_time <= unix(start):
-            return  # nothing of the window has happened yet
+            return None
         params = [("start_time", str(unix(start))), ("end_time", str(end_time)), ("bucket_width", "1d"),
                   ("limit", str(page_limit))]
         params += [("group_by", g) for g in group_by] + [("project_ids", p) for p in project_ids]
-        for page in self.paginate(COSTS_PATH, params, CostsPage):
+
+        def check(page: CostsPage) -> None:
             for bucket in page.data:
                 day = bucket_day(bucket)
                 if not start <= day <= end_inclusive:
@@ -124,7 +126,11 @@ class OpenAICostsClient(OpenAIAdminClient):
                 if "line_item" in group_by and any(r.line_item is None for r in bucket.results):
                     raise MalformedResponseError("openai", f"{COSTS_PATH}: a result on {day} has no line_item"
                                                            " although grouped by line_item")
-            yield page
+
+        return PageQuery(COSTS_PATH, params, CostsPage, check)
+
+    def cost_pages(self, *args, **kwargs) -> list[CostsPage]:
+        return self.pages(self.cost_query(*args, **kwargs))
 
 
 def line_item_model(line_item: str | None) -> str | None:

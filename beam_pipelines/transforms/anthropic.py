@@ -12,8 +12,8 @@ class AnthropicUsageFetcher(PagedUsageFetcher):
     client_cls = AnthropicUsageClient
     rows_fn = staticmethod(usage_rows)
 
-    def pages(self, client, item):
-        return client.messages_pages(item.start_date, item.end_date, self.options.page_limit, self.options.group_by)
+    def query(self, client, item):
+        return client.messages_query(item.start_date, item.end_date, self.options.page_limit, self.options.group_by)
 
 
 class ExtractAnthropicUsage(ExtractUsage):

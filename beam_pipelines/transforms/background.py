@@ -13,8 +13,10 @@ faster, the work was GIL- or journal-bound.)
 """
 from __future__ import annotations
 
+import asyncio
 import collections
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -35,7 +37,11 @@ class BackgroundWork:
         self._inflight: collections.deque[Future] = collections.deque()
 
     def add(self, fn: Callable, *args) -> None:
-        self._inflight.append(self._pool.submit(fn, *args))
+        self.track(self._pool.submit(fn, *args))
+
+    def track(self, future: Future) -> None:
+        """Work started elsewhere (a coroutine on an :class:`EventLoop`), queued behind the rest."""
+        self._inflight.append(future)
 
     @property
     def pending(self) -> int:
@@ -103,8 +109,12 @@ class PooledDoFn(beam.DoFn):
     def start_bundle(self):
         self._work.discard()  # anything a failed bundle left in flight
 
-    def process(self, element):
+    def submit(self, element) -> None:
+        """Start ``work(element)``; a subclass may start it elsewhere and ``track`` its future."""
         self._work.add(self.work, element)
+
+    def process(self, element):
+        self.submit(element)
         yield from self._results(keep=self._limit - 1)
 
     def finish_bundle(self):
@@ -122,6 +132,30 @@ class PooledDoFn(beam.DoFn):
             if not work.oldest_done():
                 yield from self.idle()
             yield from self.emit(work.pop())
+
+
+class EventLoop:
+    """An asyncio loop on a thread of its own, for coroutines a DoFn's thread waits on (provider
+    fetches: hundreds of orgs waiting at once on one thread, rather than a thread each)."""
+
+    def __init__(self, name: str):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, coroutine: Coroutine) -> Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def run(self, coroutine: Coroutine):
+        """Run a coroutine on the loop and wait for its result."""
+        return self.submit(coroutine).result()
+
+    def close(self) -> None:
+        """Stop the loop (after the work on it is done) and release its thread and executor."""
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.run_until_complete(self._loop.shutdown_default_executor())
+        self._loop.close()
 
 
 def mapped(function: Callable[[T], R], items: Iterable[T], pool: Executor, depth: int) -> Iterator[R]:

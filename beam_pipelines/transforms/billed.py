@@ -15,8 +15,8 @@ class OpenAIBillFetcher(PagedUsageFetcher):
     client_cls = openai_costs.OpenAICostsClient
     rows_fn = staticmethod(openai_costs.billed_rows)
 
-    def pages(self, client, item):
-        return client.cost_pages(item.start_date, item.end_date, self.options.group_by, self.options.page_limit)
+    def query(self, client, item):
+        return client.cost_query(item.start_date, item.end_date, self.options.group_by, self.options.page_limit)
 
 
 class AnthropicBillFetcher(PagedUsageFetcher):
@@ -24,8 +24,8 @@ class AnthropicBillFetcher(PagedUsageFetcher):
     client_cls = anthropic_costs.AnthropicCostClient
     rows_fn = staticmethod(anthropic_costs.billed_rows)
 
-    def pages(self, client, item):
-        return client.cost_pages(item.start_date, item.end_date, self.options.group_by, self.options.page_limit)
+    def query(self, client, item):
+        return client.cost_query(item.start_date, item.end_date, self.options.group_by, self.options.page_limit)
 
 
 class ExtractOpenAIBill(ExtractUsage):

@@ -3,9 +3,11 @@
 :class:`FetchOrgs` is the ParDo between ``Reshuffle`` and the cost step. For each work item it
 first asks again whether the org may run (subscription and credential, read now, not when the job
 was launched), then decrypts the org's credential *here* (the only place a secret ever exists) and
-lets a provider fetcher page through the API. Fetching is I/O-bound, so up to ``max_concurrency``
-orgs are fetched at once on a thread pool; pages of one org stay in cursor order because one
-thread walks them.
+lets a provider fetcher page through the API. Fetching is I/O-bound: a fetcher whose ``fetch`` is a
+coroutine function (the HTTP providers) runs on one event loop per worker, at most
+``max_concurrency`` requests at once (the fetcher's session bounds them) and more orgs queued
+behind them; any other (the billing export) on a pool of ``max_concurrency`` threads. Pages of one
+org stay in cursor order because one coroutine (or thread) walks them.
 
 An org's batches are emitted only once its whole fetch succeeded and every row falls inside the
 requested days, so a failure half-way through, or an answer about another day, leaves nothing
@@ -19,6 +21,8 @@ org, and pandas to check it, cost a fleet more CPU than fetching it.
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import traceback
 from collections.abc import Iterator
@@ -34,7 +38,7 @@ from beam_pipelines.errors import ConvergenceError, ProviderError, one_line_erro
 from beam_pipelines.pipeline import progress
 from beam_pipelines.runs.admission import admit
 from beam_pipelines.secrets.credentials import Credential, open_credential
-from beam_pipelines.transforms.background import PooledDoFn
+from beam_pipelines.transforms.background import EventLoop, PooledDoFn
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, StagedRows, StepEvent, UsageRecords, WorkItem
 
 log = logging.getLogger(__name__)
@@ -45,7 +49,8 @@ class OrgFetcher(Protocol):
 
     def fetch(self, item: WorkItem, credential: Credential) -> list:
         """All of one org's data for the item's dates (records, frames or staged parts), in order. A fetcher
-        may also have ``setup`` and ``teardown``, which the fetch step calls once per worker."""
+        may also have ``setup`` and ``teardown``, which the fetch step calls once per worker. Where
+        ``fetch`` is a coroutine function, so are those, and all of them run on the step's event loop."""
 
 
 def check_days(batches: list, item: WorkItem, provider: str, field: str = "usage_date") -> None:
@@ -158,14 +163,29 @@ class FetchOrgs(PooledDoFn):
     def setup(self):
         self._metastore = self._metastore_spec.open()
         self._cipher = self._cipher_spec.open()
-        if hasattr(self._fetcher, "setup"):  # a fetcher with per-worker resources (a shared HTTP session)
-            self._fetcher.setup()
+        self._loop = EventLoop(f"{self.pool_name}-loop") if inspect.iscoroutinefunction(self._fetcher.fetch) else None
+        self._hook("setup")  # a fetcher with per-worker resources (a shared HTTP session)
         super().setup()
 
     def teardown(self):
         super().teardown()  # the fetches in flight finish first
-        if hasattr(self._fetcher, "teardown"):
-            self._fetcher.teardown()
+        self._hook("teardown")
+        if getattr(self, "_loop", None) is not None:
+            self._loop.close()
+
+    def _hook(self, name: str) -> None:
+        hook = getattr(self._fetcher, name, None)
+        if hook is None:
+            return
+        if self._loop is not None:
+            self._loop.run(hook())
+        else:
+            hook()
+
+    def submit(self, item: WorkItem) -> None:
+        if self._loop is None:
+            return super().submit(item)
+        self._work.track(self._loop.submit(self.awork(item)))
 
     def start_bundle(self):
         super().start_bundle()
@@ -189,26 +209,49 @@ class FetchOrgs(PooledDoFn):
     def work(self, item: WorkItem) -> tuple[list[OrgBatch], StepEvent]:
         """One org admitted, decrypted and fetched, on a pool thread."""
         started = datetime.now(timezone.utc)
+        try:
+            parts = self._fetcher.fetch(item, self._credential(item, started))
+        except Exception as exc:  # one org's failure must never stop the others
+            return self._outcome(item, started, error=exc)
+        return self._outcome(item, started, parts)
+
+    async def awork(self, item: WorkItem) -> tuple[list[OrgBatch], StepEvent]:
+        """One org admitted and decrypted (on a thread: the metastore may be a network away) and fetched,
+        on the step's event loop."""
+        started = datetime.now(timezone.utc)
+        try:
+            credential = await asyncio.to_thread(self._credential, item, started)
+            parts = await self._fetcher.fetch(item, credential)
+        except Exception as exc:  # one org's failure must never stop the others
+            return self._outcome(item, started, error=exc)
+        return self._outcome(item, started, parts)
+
+    def _credential(self, item: WorkItem, started: datetime) -> Credential:
+        provider = self._fetcher.provider
+        row = admit(self._metastore, item.org_slug, self._integration, started.date())
+        return open_credential(row, self._cipher, self._cipher_spec.aad(item.org_slug, provider), item.org_slug, provider)
+
+    def _outcome(self, item: WorkItem, started: datetime, parts: list = (),
+                 error: Exception | None = None) -> tuple[list[OrgBatch], StepEvent]:
+        """The org's batches once its answer passed the checks, or none and the error; its event either way."""
         provider = self._fetcher.provider
         batches: list[OrgBatch] = []
-        error = None
-        try:
-            row = admit(self._metastore, item.org_slug, self._integration, started.date())
-            credential = open_credential(row, self._cipher, self._cipher_spec.aad(item.org_slug, provider),
-                                         item.org_slug, provider)
-            parts = [p for p in self._fetcher.fetch(item, credential) if len(p)]
-            check_days(parts, item, provider)
-            check_unique_keys(parts, provider)
-            if not self._gathers:  # records become frames here, on the pool thread; gathered ones in emit
-                parts = coalesce(parts)
-            batches = [OrgBatch(item.org_slug, item.run_id, part) for part in parts]
-        except Exception as exc:  # one org's failure must never stop the others
-            error = one_line_error(exc)
-            if not isinstance(exc, ConvergenceError):
-                log.error("org %s: %s failed: %s", item.org_slug, self._step_id, redact(traceback.format_exc()))
-            batches = []
+        if error is None:
+            try:
+                parts = [p for p in parts if len(p)]
+                check_days(parts, item, provider)
+                check_unique_keys(parts, provider)
+                if not self._gathers:  # records become frames here, on the worker; gathered ones in emit
+                    parts = coalesce(parts)
+                batches = [OrgBatch(item.org_slug, item.run_id, part) for part in parts]
+            except Exception as exc:
+                error = exc
+        if error is not None and not isinstance(error, ConvergenceError):
+            log.error("org %s: %s failed: %s", item.org_slug, self._step_id,
+                      redact("".join(traceback.format_exception(error))))
         progress.org_done(self._step_id)
         event = StepEvent(run_id=item.run_id, org_slug=item.org_slug, step_id=self._step_id, ps_type=self._ps_type,
-                          kind="extract", rows=sum(len(b.rows) for b in batches), error=error,
+                          kind="extract", rows=sum(len(b.rows) for b in batches),
+                          error=None if error is None else one_line_error(error),
                           started_at=started, ended_at=datetime.now(timezone.utc))
         return batches, event

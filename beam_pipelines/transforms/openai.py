@@ -12,8 +12,8 @@ class OpenAIUsageFetcher(PagedUsageFetcher):
     client_cls = OpenAIUsageClient
     rows_fn = staticmethod(usage_rows)
 
-    def pages(self, client, item):
-        return client.completions_pages(item.start_date, item.end_date, self.options.page_limit, self.options.group_by)
+    def query(self, client, item):
+        return client.completions_query(item.start_date, item.end_date, self.options.page_limit, self.options.group_by)
 
 
 class ExtractOpenAIUsage(ExtractUsage):

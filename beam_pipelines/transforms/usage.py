@@ -5,7 +5,7 @@ function; the Beam wiring (decrypt + fetch, side-input pricing, events) is writt
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -14,7 +14,7 @@ import pandas as pd
 from beam_pipelines.errors import one_line_error
 from beam_pipelines.pricing.overrides import OrgPriceLists
 from beam_pipelines.pricing.price_list import load_price_list
-from beam_pipelines.providers.http import ProviderClient, RetryPolicy, shared_session
+from beam_pipelines.providers.http import PageQuery, ProviderClient, RetryPolicy, provider_session
 from beam_pipelines.secrets.credentials import Credential
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, RunsBatch, UsageRecords, WorkItem
 from beam_pipelines.transforms.fetch import BATCH_ROWS, FetchOrgs
@@ -23,10 +23,11 @@ from beam_pipelines.transforms.step import StepTransform
 
 
 class PagedUsageFetcher:
-    """All pages of one org's usage as records, in cursor order.
+    """All pages of one org's usage as records, in cursor order, on the fetch step's event loop.
 
     Between ``setup`` and ``teardown`` (the fetch step's, once per worker) every org is fetched over
-    one shared session; a fetch outside them (a test, a script) opens and closes its own.
+    one shared session, at most ``max_concurrency`` requests at once; a fetch outside them (a test, a
+    script) opens and closes its own.
     """
 
     provider = ""
@@ -40,36 +41,36 @@ class PagedUsageFetcher:
         self.loaded_at = loaded_at
         self._session = None
 
-    def setup(self) -> None:
-        self._session = shared_session(self.base_url, self.options.max_concurrency)
+    async def setup(self) -> None:
+        self._session = provider_session(self.base_url, self.options.max_concurrency)
 
-    def teardown(self) -> None:
+    async def teardown(self) -> None:
         if self._session is not None:
-            self._session.close()
+            await self._session.close()
             self._session = None
 
     def __getstate__(self):
         return {**self.__dict__, "_session": None}  # a session is per process, never part of the job graph
 
-    def pages(self, client, item: WorkItem) -> Iterator:
+    def query(self, client, item: WorkItem) -> PageQuery | None:
         raise NotImplementedError
 
-    def fetch(self, item: WorkItem, credential: Credential) -> list[UsageRecords]:
+    async def fetch(self, item: WorkItem, credential: Credential) -> list[UsageRecords]:
         """The org's rows in chunks of at most ``BATCH_ROWS``, as records: the fetch step makes frames
         of them, many orgs' rows at a time where the fetcher has ``fleet_batches``."""
-        shared = self._session
-        client = self.client_cls(credential.secret, self.base_url, RetryPolicy.from_options(self.options), session=shared)
+        session = self._session or provider_session(self.base_url, 1)
+        client = self.client_cls(credential.secret, self.base_url, RetryPolicy.from_options(self.options), session=session)
         rows_fn = type(self).rows_fn
         chunks, pending = [], UsageRecords()
         try:
-            for page in self.pages(client, item):
+            async for page in client.iter_pages(self.query(client, item)):
                 pending += rows_fn(page, item.org_slug, item.run_id, self.loaded_at)
                 while len(pending) >= BATCH_ROWS:
                     chunks.append(UsageRecords(pending[:BATCH_ROWS]))
                     pending = UsageRecords(pending[BATCH_ROWS:])
         finally:
-            if shared is None:
-                client.session.close()
+            if session is not self._session:
+                await session.close()
         if pending:
             chunks.append(pending)
         return chunks
