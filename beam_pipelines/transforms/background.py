@@ -139,7 +139,8 @@ class EventLoop:
     fetches: hundreds of orgs waiting at once on one thread, rather than a thread each)."""
 
     def __init__(self, name: str):
-        self._loop = asyncio.new_event_loop()
+        import uvloop
+        self._loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
