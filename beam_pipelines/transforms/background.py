@@ -25,6 +25,11 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+try:  # libuv's event loop where it is installed (setup.py: every platform but Windows)
+    import uvloop
+except ImportError:  # pragma: no cover - asyncio's own loop does the same, a little slower
+    uvloop = None
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -139,8 +144,7 @@ class EventLoop:
     fetches: hundreds of orgs waiting at once on one thread, rather than a thread each)."""
 
     def __init__(self, name: str):
-        import uvloop
-        self._loop = uvloop.new_event_loop()
+        self._loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
