@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from beam_pipelines.transforms.background import PooledDoFn
 
 
@@ -61,3 +63,29 @@ def test_results_keep_the_elements_order_and_idle_runs_only_instead_of_waiting()
         for gate in fn.gates:
             gate.set()
         fn.teardown()
+
+
+def test_an_event_loop_runs_coroutines_from_other_threads_and_stops_cleanly():
+    import asyncio
+    import threading
+
+    from beam_pipelines.transforms.background import EventLoop
+
+    loop = EventLoop("test-loop")
+    threads = []
+
+    async def work(n):
+        threads.append(threading.current_thread().name)
+        await asyncio.sleep(0.05)
+        if n == 3:
+            raise ValueError("org 3 failed")
+        return n * 2
+
+    futures = [loop.submit(work(n)) for n in range(5)]
+    assert [f.result(timeout=5) for f in futures if f is not futures[3]] == [0, 2, 4, 8]
+    with pytest.raises(ValueError, match="org 3 failed"):
+        futures[3].result(timeout=5)
+    assert loop.run(asyncio.to_thread(lambda: threading.current_thread().name)) != "test-loop", "blocking work goes to a thread"
+    assert set(threads) == {"test-loop"}
+    loop.close()
+    assert not any(t.name == "test-loop" for t in threading.enumerate()), "the loop's thread is gone"

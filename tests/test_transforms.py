@@ -1,6 +1,7 @@
 """Beam transforms on the FnApiRunner with TestPipeline, assert_that and equal_to."""
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import date, datetime, timezone
@@ -39,30 +40,61 @@ class FakeFetcher:
     active = 0
     peak = 0
     secrets_seen: list = []
+    hooks: list = []
 
     def __init__(self, delay=0.0):
         self.delay = delay
 
     def fetch(self, item, credential):
-        secret = credential.secret
-        cls = type(self)
-        with cls.lock:
-            cls.active += 1
-            cls.peak = max(cls.peak, cls.active)
-            cls.secrets_seen.append(secret)
+        self._enter(credential.secret)
         try:
             time.sleep(self.delay)
-            pages = []
-            for page in range(2):
-                if item.org_slug.startswith("broken") and page == 1:
-                    raise RuntimeError(f"upstream exploded using {secret}")
-                day = date(2025, 1, 1) if item.org_slug == "stray" and page == 1 else item.start_date
-                pages.append(pd.DataFrame({"row_key": [f"{item.org_slug}-{page}-{i}" for i in range(3)],
-                                           "usage_date": [day] * 3, "n": [page] * 3}))
-            return pages
+            return self._pages(item, credential.secret)
         finally:
-            with cls.lock:
-                cls.active -= 1
+            self._leave()
+
+    def _enter(self, secret):
+        cls = type(self)
+        with cls.lock:
+            FakeFetcher.active += 1
+            FakeFetcher.peak = max(FakeFetcher.peak, FakeFetcher.active)
+            FakeFetcher.secrets_seen.append(secret)
+
+    def _leave(self):
+        with type(self).lock:
+            FakeFetcher.active -= 1
+
+    @staticmethod
+    def _pages(item, secret):
+        pages = []
+        for page in range(2):
+            if item.org_slug.startswith("broken") and page == 1:
+                raise RuntimeError(f"upstream exploded using {secret}")
+            day = date(2025, 1, 1) if item.org_slug == "stray" and page == 1 else item.start_date
+            pages.append(pd.DataFrame({"row_key": [f"{item.org_slug}-{page}-{i}" for i in range(3)],
+                                       "usage_date": [day] * 3, "n": [page] * 3}))
+        return pages
+
+
+class AsyncFakeFetcher(FakeFetcher):
+    """The same orgs fetched as the HTTP providers are: a coroutine on the fetch step's event loop."""
+
+    async def setup(self):
+        FakeFetcher.hooks.append(("setup", threading.current_thread().name))
+
+    async def teardown(self):
+        FakeFetcher.hooks.append(("teardown", threading.current_thread().name))
+
+    async def fetch(self, item, credential):
+        self._enter(credential.secret)
+        try:
+            await asyncio.sleep(self.delay)
+            return self._pages(item, credential.secret)
+        finally:
+            self._leave()
+
+
+FETCHERS = pytest.mark.parametrize("fetcher_cls", [FakeFetcher, AsyncFakeFetcher], ids=["threads", "event-loop"])
 
 
 @pytest.fixture
@@ -86,9 +118,10 @@ def fetch_graph(settings, items, fetcher, max_concurrency):
     return p, outputs
 
 
-def test_failing_org_goes_to_events_and_others_complete(seeded):
+@FETCHERS
+def test_failing_org_goes_to_events_and_others_complete(seeded, fetcher_cls):
     items = [WorkItem(o, f"run-{o}", DAY, DAY) for o in ("acme", "globex", "broken")]
-    p, outputs = fetch_graph(seeded, items, FakeFetcher(), 2)
+    p, outputs = fetch_graph(seeded, items, fetcher_cls(), 2)
     batches = outputs.main | "Shape" >> beam.Map(lambda b: (b.org_slug, len(b.rows)))
     events = outputs[EVENTS] | "Ev" >> beam.Map(lambda e: (e.org_slug, e.rows, e.failed, (e.error or "")[:60]))
     assert_that(batches, equal_to([("acme", 6), ("globex", 6)]), label="an org's pages merge into one batch")
@@ -99,10 +132,11 @@ def test_failing_org_goes_to_events_and_others_complete(seeded):
     p.run().wait_until_finish()
 
 
-def test_refused_orgs_are_never_fetched_and_stray_days_fail_the_org(seeded):
+@FETCHERS
+def test_refused_orgs_are_never_fetched_and_stray_days_fail_the_org(seeded, fetcher_cls):
     FakeFetcher.secrets_seen = []
     items = [WorkItem(o, f"run-{o}", DAY, DAY) for o in ("paused", "trial_over", "stray")]
-    p, outputs = fetch_graph(seeded, items, FakeFetcher(), 2)
+    p, outputs = fetch_graph(seeded, items, fetcher_cls(), 2)
     events = outputs[EVENTS] | "Ev" >> beam.Map(lambda e: (e.org_slug, e.failed, e.error))
     assert_that(outputs.main, equal_to([]), label="nothing emitted")
     assert_that(events, equal_to([
@@ -115,15 +149,19 @@ def test_refused_orgs_are_never_fetched_and_stray_days_fail_the_org(seeded):
     assert FakeFetcher.secrets_seen == ["sk-admin-sim-stray"], "refused orgs are not even decrypted"
 
 
-def test_fetches_overlap_with_bounded_concurrency(seeded):
+@FETCHERS
+def test_fetches_overlap_with_bounded_concurrency(seeded, fetcher_cls):
     FakeFetcher.peak = 0
     FakeFetcher.secrets_seen = []
+    FakeFetcher.hooks = []
     items = [WorkItem("acme", f"run-{i}", DAY, DAY) for i in range(8)]
-    p, outputs = fetch_graph(seeded, items, FakeFetcher(delay=0.2), 3)
+    p, outputs = fetch_graph(seeded, items, fetcher_cls(delay=0.2), 3)
     count = outputs.main | beam.combiners.Count.Globally()
     assert_that(count, equal_to([8]), label="one batch per org: its two pages merged")
     p.run().wait_until_finish()
-    assert FakeFetcher.peak == 3
+    assert FakeFetcher.peak == 3, "max_concurrency orgs at once, whether on threads or on the loop"
+    if fetcher_cls is AsyncFakeFetcher:
+        assert FakeFetcher.hooks == [("setup", "fetch-loop"), ("teardown", "fetch-loop")], "once per worker, on its loop"
     assert set(FakeFetcher.secrets_seen) == {"sk-admin-sim-acme"}, "decrypted in the worker from the metastore"
 
 

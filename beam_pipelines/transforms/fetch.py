@@ -164,6 +164,7 @@ class FetchOrgs(PooledDoFn):
         self._metastore = self._metastore_spec.open()
         self._cipher = self._cipher_spec.open()
         self._loop = EventLoop(f"{self.pool_name}-loop") if inspect.iscoroutinefunction(self._fetcher.fetch) else None
+        self._slots = asyncio.Semaphore(self._max)  # orgs fetched at once on the loop; the rest wait their turn
         self._hook("setup")  # a fetcher with per-worker resources (a shared HTTP session)
         super().setup()
 
@@ -218,13 +219,14 @@ class FetchOrgs(PooledDoFn):
     async def awork(self, item: WorkItem) -> tuple[list[OrgBatch], StepEvent]:
         """One org admitted and decrypted (on a thread: the metastore may be a network away) and fetched,
         on the step's event loop."""
-        started = datetime.now(timezone.utc)
-        try:
-            credential = await asyncio.to_thread(self._credential, item, started)
-            parts = await self._fetcher.fetch(item, credential)
-        except Exception as exc:  # one org's failure must never stop the others
-            return self._outcome(item, started, error=exc)
-        return self._outcome(item, started, parts)
+        async with self._slots:
+            started = datetime.now(timezone.utc)
+            try:
+                credential = await asyncio.to_thread(self._credential, item, started)
+                parts = await self._fetcher.fetch(item, credential)
+            except Exception as exc:  # one org's failure must never stop the others
+                return self._outcome(item, started, error=exc)
+            return self._outcome(item, started, parts)
 
     def _credential(self, item: WorkItem, started: datetime) -> Credential:
         provider = self._fetcher.provider
