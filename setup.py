@@ -32,6 +32,7 @@ INSTALL_REQUIRES = [
     "pydantic==2.14.4",
     "PyYAML==6.0.4",
     "requests==2.34.2",
+    "aiohttp==3.14.5",  # provider APIs: one event loop per worker waits on hundreds of orgs
     "urllib3==2.8.0",
     "tenacity==9.1.4",
     "google-crc32c==1.9.0",
@@ -45,7 +46,7 @@ INSTALL_REQUIRES = [
     "fastapi==0.165.0",
     "uvicorn==0.54.0",
     "httptools==0.9.0",  # uvicorn parses HTTP with it when present: ~85 us less CPU per request than h11
-    "uvloop==0.23.0; sys_platform != 'win32'",  # and runs its event loop on libuv
+    "uvloop==0.23.0; sys_platform != 'win32'",  # and runs its event loop on libuv (so does the fetch step)
     "google-cloud-dataflow-client==0.13.0",
 ]
 
