@@ -71,7 +71,7 @@ def test_an_event_loop_runs_coroutines_from_other_threads_and_stops_cleanly():
 
     from beam_pipelines.transforms.background import EventLoop
 
-    loop = EventLoop("test-loop")
+    loop = EventLoop("test-loop", blocking_threads=2)
     threads = []
 
     async def work(n):
@@ -85,7 +85,8 @@ def test_an_event_loop_runs_coroutines_from_other_threads_and_stops_cleanly():
     assert [f.result(timeout=5) for f in futures if f is not futures[3]] == [0, 2, 4, 8]
     with pytest.raises(ValueError, match="org 3 failed"):
         futures[3].result(timeout=5)
-    assert loop.run(asyncio.to_thread(lambda: threading.current_thread().name)) != "test-loop", "blocking work goes to a thread"
+    assert loop.run(asyncio.to_thread(lambda: threading.current_thread().name)).startswith("test-loop-blocking"), \
+        "blocking work goes to the loop's own threads"
     assert set(threads) == {"test-loop"}
     loop.close()
     assert not any(t.name == "test-loop" for t in threading.enumerate()), "the loop's thread is gone"

@@ -143,8 +143,11 @@ class EventLoop:
     """An asyncio loop on a thread of its own, for coroutines a DoFn's thread waits on (provider
     fetches: hundreds of orgs waiting at once on one thread, rather than a thread each)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, blocking_threads: int = 4):
+        """``blocking_threads``: how many ``asyncio.to_thread`` calls run at once (a metastore read a
+        network away would otherwise queue behind the default executor's handful of threads)."""
         self._loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+        self._loop.set_default_executor(ThreadPoolExecutor(max_workers=blocking_threads, thread_name_prefix=f"{name}-blocking"))
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._thread.start()
 

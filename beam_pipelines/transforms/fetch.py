@@ -163,7 +163,8 @@ class FetchOrgs(PooledDoFn):
     def setup(self):
         self._metastore = self._metastore_spec.open()
         self._cipher = self._cipher_spec.open()
-        self._loop = EventLoop(f"{self.pool_name}-loop") if inspect.iscoroutinefunction(self._fetcher.fetch) else None
+        self._loop = (EventLoop(f"{self.pool_name}-loop", blocking_threads=self._max)  # admission: one org per slot
+                      if inspect.iscoroutinefunction(self._fetcher.fetch) else None)
         self._slots = asyncio.Semaphore(self._max)  # orgs fetched at once on the loop; the rest wait their turn
         self._hook("setup")  # a fetcher with per-worker resources (a shared HTTP session)
         super().setup()
