@@ -206,6 +206,28 @@ def test_environment_proxies_are_honoured_and_read_once(monkeypatch):
     assert len(scans) == 2, "the environment is read once per base URL, not on every request"
 
 
+def test_the_environments_ca_bundle_is_trusted_and_an_unknown_certificate_is_not(tmp_path, monkeypatch):
+    from beam_pipelines.providers import http as provider_http
+    from tests.http_fakes import JsonHandler, self_signed_cert, serve
+
+    class Usage(JsonHandler):
+        def do_GET(self):
+            self.send_json({"object": "page", "data": [], "has_more": False, "next_page": None})
+
+    cert, key = self_signed_cert(tmp_path)
+    for variable in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(variable, raising=False)
+    with serve(Usage, tls=(cert, key)) as url:
+        provider_http._environment_settings.cache_clear()
+        with pytest.raises(ProviderError, match="ConnectionError"):  # the system's CAs do not know it
+            OpenAIUsageClient(KEY, f"{url}/v1", RetryPolicy(0, 0.1, 0.1, 5)).completions_pages(START, END)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))
+        provider_http._environment_settings.cache_clear()
+        c = OpenAIUsageClient(KEY, f"{url}/v1", RetryPolicy(0, 0.1, 0.1, 5))
+        assert len(c.completions_pages(START, END)) == 1 and c.requests_made == 1
+    provider_http._environment_settings.cache_clear()
+
+
 def test_a_workers_orgs_share_connections_but_never_keys_or_cookies():
     """Between the fetch step's setup and teardown every org goes over one kept-alive session: each
     request carries its own org's key, and a cookie the provider sets is never sent back."""

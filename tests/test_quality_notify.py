@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 from datetime import date, datetime, timedelta, timezone
 
@@ -15,10 +14,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from google.auth.credentials import AnonymousCredentials
 
 from beam_pipelines.config.loader import load_pipeline
@@ -37,7 +32,7 @@ from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import OrgBatch
 from beam_pipelines.warehouse.local import LocalWarehouse
 from tests.conftest import CONFIGS
-from tests.http_fakes import JsonHandler, serve
+from tests.http_fakes import JsonHandler, self_signed_cert, serve
 
 PIPELINE = "openai/cost/usage_cost"
 CANARY = "sk-proj-CANARY-notify-77aa"
@@ -167,22 +162,6 @@ def test_critical_failure_writes_nothing_and_unknown_model_is_a_warning(settings
     assert rows == [(past_days[0],)], "the failed week wrote nothing"
 
 
-def _cert(tmp_path):
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(7)
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "smtp.crt", tmp_path / "smtp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 class Inbox:
     def __init__(self):
         self.messages = []
@@ -196,7 +175,7 @@ class Inbox:
 def smtp_server(tmp_path, monkeypatch):
     import ssl
 
-    cert, key = _cert(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     inbox = Inbox()
