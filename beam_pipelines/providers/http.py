@@ -127,7 +127,7 @@ def provider_session(base_url: str, connections: int) -> aiohttp.ClientSession:
     context = ssl.create_default_context(cafile=bundle) if bundle else True
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=max(1, connections), ssl=context),
-        cookie_jar=aiohttp.DummyCookieJar(), trust_env=False, auto_decompress=True,
+        cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
     )
 
 

@@ -163,16 +163,19 @@ class FetchOrgs(PooledDoFn):
     def setup(self):
         self._metastore = self._metastore_spec.open()
         self._cipher = self._cipher_spec.open()
-        self._loop = (EventLoop(f"{self.pool_name}-loop", blocking_threads=self._max)  # admission: one org per slot
-                      if inspect.iscoroutinefunction(self._fetcher.fetch) else None)
-        self._slots = asyncio.Semaphore(self._max)  # orgs fetched at once on the loop; the rest wait their turn
+        self._loop = None
+        if inspect.iscoroutinefunction(self._fetcher.fetch):
+            self._loop = EventLoop(f"{self.pool_name}-loop", blocking_threads=self._max)  # admission: one org per slot
+            self._slots = asyncio.Semaphore(self._max)  # orgs fetched at once on the loop; the rest wait their turn
         self._hook("setup")  # a fetcher with per-worker resources (a shared HTTP session)
         super().setup()
 
     def teardown(self):
         super().teardown()  # the fetches in flight finish first
+        if not hasattr(self, "_loop"):  # set-up failed before the fetcher was set up
+            return
         self._hook("teardown")
-        if getattr(self, "_loop", None) is not None:
+        if self._loop is not None:
             self._loop.close()
 
     def _hook(self, name: str) -> None:
