@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from beam_pipelines.errors import WarehouseError
 from beam_pipelines.focus.columns import column_order, focus_columns, focus_schema
 from beam_pipelines.focus.gcp import focus_rows_gcp
 from beam_pipelines.focus.llm import ANTHROPIC, OPENAI, focus_rows_anthropic, focus_rows_openai, price_list_rates
@@ -254,6 +255,15 @@ def test_all_providers_in_one_dataset_validate_clean(gcp_flat):
     gcp = focus_rows_gcp(gcp_flat).to_pandas()
     table = to_arrow(pd.concat([openai, anthropic, gcp], ignore_index=True), focus_schema(), "focus_cost_daily")
     assert validate_focus(table) == []
+
+
+def test_a_table_already_in_the_schema_is_not_cast_again_but_still_checked(gcp_flat):
+    table = to_arrow(focus_rows_gcp(gcp_flat).to_pandas(), focus_schema(), "focus_cost_daily")
+    assert to_arrow(table, focus_schema(), "focus_cost_daily") is table, "a run's slice of a cast batch passes as it is"
+    required = next(f for f in table.schema if not f.nullable)
+    broken = table.set_column(table.schema.get_field_index(required.name), required, pa.nulls(table.num_rows, required.type))
+    with pytest.raises(WarehouseError, match=f"REQUIRED column '{required.name}' has NULL values"):
+        to_arrow(broken, focus_schema(), "focus_cost_daily")
 
 
 # ---- the validator on broken data ------------------------------------------------------------------------------
