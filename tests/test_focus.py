@@ -366,3 +366,41 @@ def test_focus_rows_built_straight_in_arrow_equal_the_frame_cast_to_the_table():
         assert table.equals(to_arrow(frame, focus_schema(), "focus_cost_daily")), source.key
         empty, _ = focus_rows(source, cost.head(0), *price_list_rates(prices), loaded_at=NOW, as_arrow=True)
         assert empty.num_rows == 0 and empty.schema.equals(table.schema)
+
+
+def test_rows_of_many_orgs_priced_together_are_the_rows_each_org_gets_alone():
+    """Prices, SKUs and descriptions are worked out once per pricing key and shared by every row with it;
+    an org's override is part of its key, so a neighbour with the same model and day keeps the list price."""
+    from beam_pipelines.focus.llm import focus_rows
+
+    override = TokenPrice("gpt-5", "default", date(2026, 11, 1), {"input_usd_per_mtok": Decimal("1"),
+                                                                  "output_usd_per_mtok": Decimal("8")}, org_slug="acme")
+    prices = OPENAI_PRICES.with_overrides([override])
+    raw = pd.concat([pd.concat([openai_raw(), pd.DataFrame([openai_usage("gpt-5", DAYS[0], 3 * M + 1, output=M + 1)])])
+                     .assign(org_slug=org, run_id=f"run-{org}") for org in ("acme", "globex", "initech")], ignore_index=True)
+    cost = price_openai_usage(raw, prices, NOW)
+    together, _ = focus_rows(OPENAI, cost, *price_list_rates(prices), loaded_at=NOW, as_arrow=True)
+    alone = pa.concat_tables([focus_rows(OPENAI, rows, *price_list_rates(prices), loaded_at=NOW, as_arrow=True)[0]
+                              for _, rows in cost.groupby("org_slug", sort=True)])
+    assert together.num_rows == alone.num_rows > 0
+    assert together.sort_by("x_RowKey").equals(alone.sort_by("x_RowKey"))
+    rows = together.to_pandas()
+    default_tier = rows["SkuPriceId"].str.startswith("gpt-5:default@") & (rows["x_TokenClass"] == "input")
+    units = rows[default_tier].groupby("BillingAccountId")
+    assert units["ContractedUnitPrice"].agg(set).to_dict() == {
+        "convergence:acme": {Decimal(1)}, "convergence:globex": {Decimal("1.25")}, "convergence:initech": {Decimal("1.25")}}
+
+
+def test_a_coded_column_is_its_values_taken_by_index_in_frames_and_tables():
+    import numpy as np
+
+    from beam_pipelines.focus.columns import Coded, build_frame, build_table
+
+    sku = Coded(np.array(["a/input", "b/output", None], dtype=object), np.array([2, 0, 0, 1]))
+    price = Coded(np.array([Decimal("1.25"), None], dtype=object), np.array([0, 1, 0, 0]))
+    expanded = {"SkuId": np.array([None, "a/input", "a/input", "b/output"], dtype=object),
+                "ListUnitPrice": np.array([Decimal("1.25"), None, Decimal("1.25"), Decimal("1.25")], dtype=object)}
+    pd.testing.assert_frame_equal(build_frame({"SkuId": sku, "ListUnitPrice": price}, 4), build_frame(expanded, 4))
+    table = build_table({"SkuId": sku, "ListUnitPrice": price}, 4)
+    assert table.equals(build_table(expanded, 4))
+    assert table.column("SkuId").to_pylist() == list(expanded["SkuId"])

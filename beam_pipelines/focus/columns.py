@@ -82,6 +82,19 @@ def column_order() -> list[str]:
     return focus_schema().names
 
 
+@dataclass(frozen=True)
+class Coded:
+    """A column given as its distinct values and each row's index into them. A table converts the
+    few distinct values and takes; a frame takes first (a price, a SKU or a description repeats
+    across thousands of rows of a batch)."""
+
+    values: np.ndarray  # object
+    codes: np.ndarray  # int, one per row
+
+    def expand(self) -> np.ndarray:
+        return self.values[self.codes]
+
+
 def _check_names(values: dict[str, object]) -> None:
     unknown = set(values) - set(column_order())
     if unknown:
@@ -95,7 +108,9 @@ def build_frame(values: dict[str, object], length: int) -> pd.DataFrame:
     columns = {}
     for name in column_order():
         value = values.get(name)
-        if isinstance(value, (pd.Series, pd.Index)):
+        if isinstance(value, Coded):
+            value = value.expand()
+        elif isinstance(value, (pd.Series, pd.Index)):
             value = value.array
         elif not isinstance(value, (np.ndarray, list)):
             value = np.full(length, value, dtype=object)
@@ -114,10 +129,11 @@ def build_table(values: dict[str, object], length: int) -> pa.Table:
     converted: dict[tuple[int, pa.DataType], pa.Array] = {}  # one array behind several columns (BilledCost,
     for field in schema:                                      # EffectiveCost, ...) is converted once
         value = values.get(field.name)
-        if isinstance(value, (pd.Series, pd.Index, np.ndarray, list)):
+        if isinstance(value, (Coded, pd.Series, pd.Index, np.ndarray, list)):
             key = (id(value), field.type)
             if key not in converted:
-                converted[key] = pa.array(value, type=field.type, from_pandas=True)
+                converted[key] = (pa.array(value.values, type=field.type, from_pandas=True).take(value.codes)
+                                  if isinstance(value, Coded) else pa.array(value, type=field.type, from_pandas=True))
             columns.append(converted[key])
         else:  # a scalar for every row (NULL included)
             columns.append(pa.repeat(pa.scalar(value, type=field.type), length) if value is not None

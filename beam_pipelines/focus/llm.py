@@ -36,7 +36,6 @@ when it names a geography (``us``): the service ran in a distinct region; ``glob
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -46,7 +45,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from beam_pipelines.focus.columns import build_frame, build_table, month_bounds
+from beam_pipelines.focus.columns import Coded, build_frame, build_table, month_bounds
 from beam_pipelines.pricing import anthropic_cost, openai_cost
 from beam_pipelines.pricing.money import cost_nano, pico_per_token, usd
 
@@ -195,11 +194,72 @@ def _unit_price(rate: Decimal | None, per_request: bool) -> Decimal | None:
     return Decimal(pico_per_token(rate)).scaleb(-6)
 
 
+def _codes(columns: list[np.ndarray]) -> np.ndarray:
+    """Each row's index among the distinct tuples of ``columns`` (equal values, equal index)."""
+    seen: dict[tuple, int] = {}
+    return np.fromiter((seen.setdefault(k, len(seen)) for k in zip(*columns)), dtype=np.int64, count=len(columns[0]))
+
+
+class _Prices:
+    """What a FOCUS row says about its price, worked out once per (pricing key, class) and spread to the
+    rows by index: a fleet's batch has tens of thousands of rows behind a few hundred such keys.
+
+    The pricing key of a cost row is everything its price and its SKU text depend on: the model and
+    tier it was priced as, the day, the multiplier and inference geography, the price version, the
+    model reported and (for an org's override) the org."""
+
+    def __init__(self, source: Source, picked: tuple[np.ndarray, np.ndarray], column, overrides: np.ndarray,
+                 list_rate: ListRate, contracted_rate: ContractedRate | None):
+        src, cls = picked
+        self._source, self._orgs, self._overrides = source, column("org_slug"), overrides
+        self._key = [column("price_model"), column("pricing_tier"), column("usage_date"), column("price_multiplier"),
+                     column("inference_geo"), column("price_version"), column("model"),
+                     np.where(overrides, self._orgs, None)]
+        _, first, self.codes = np.unique(_codes(self._key)[src] * len(source.classes) + cls, return_index=True,
+                                         return_inverse=True)
+        self._listed, self._contracted = _UnitPrices(list_rate), _UnitPrices(contracted_rate or (lambda *a: None))
+        described = [self._describe(src[row], source.classes[cls[row]]) for row in first]
+        self._found = {name: [d[name] for d in described] for name in described[0]} if described else {}
+
+    def _describe(self, i: int, charge: ChargeClass) -> dict:
+        """Cost row ``i``'s class ``charge``: unit prices (with any multiplier), units and SKU text."""
+        price_model, tier, day, raw_multiplier, geo, version, model, _ = (k[i] for k in self._key)
+        per_request = charge.per_request
+        multiplier = (Decimal(1) if per_request or raw_multiplier is None or raw_multiplier != raw_multiplier
+                      else Decimal(raw_multiplier))
+        list_base = self._listed((price_model, tier, day), charge)
+        own_base = self._contracted((self._orgs[i], price_model, tier, day), charge) if self._overrides[i] else list_base
+        contracted_unit = None if own_base is None else own_base * multiplier
+        unit, meter = REQUEST_UNIT if per_request else MTOK_UNIT, METERS.get(charge.name, charge.name)
+        geo_note = "" if multiplier == 1 else f", inference_geo {geo} x{multiplier}"
+        return {
+            "list_base": list_base, "list_unit": None if list_base is None else list_base * multiplier,
+            "contracted_unit": contracted_unit, "multiplier": multiplier, "per_request": per_request,
+            "name": charge.name, "unit": unit, "consumed_unit": REQUEST_UNIT if per_request else TOKEN_UNIT, "meter": meter,
+            "description": f"{self._source.service} {model}: {meter}, {tier} tier{geo_note}, "
+                           f"{_plain(contracted_unit)} USD per {unit}",
+            "sku": f"{price_model}/{charge.name}",
+            "sku_price": f"{version}/{charge.name}{'' if multiplier == 1 else f'/inference_geo={geo}'}",
+            "pico": None if list_base is None else int(list_base.scaleb(12 if per_request else 6)),
+        }
+
+    def coded(self, name: str) -> Coded:
+        """The value of every row (in row order), as the distinct values and each row's index."""
+        values = np.empty(len(self._found[name]), dtype=bool if name == "per_request" else object)
+        values[:] = self._found[name]
+        return Coded(values, self.codes)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.coded(name).expand()
+
+
 def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_rate: ListRate,
                contracted_rate: ContractedRate | None, run_id: str | None, loaded_at: datetime | None,
                build=build_frame) -> pd.DataFrame | pa.Table:
     """Every (cost row, class) with a nonzero quantity, in source-row then class order, built as one frame:
-    a page of usage becomes a few hundred FOCUS rows, and pandas' cost is per frame, not per row."""
+    a page of usage becomes a few hundred FOCUS rows, and pandas' cost is per frame, not per row. What
+    depends only on the cost row is worked out per cost row, what depends on its price per pricing key
+    (:class:`_Prices`), and only quantities, costs and row keys per FOCUS row."""
     picks = []
     for order, charge in enumerate(source.classes):
         if charge.quantity in rows:
@@ -214,88 +274,67 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
     ordering = np.lexsort((cls, src))
     src, cls, quantity = src[ordering], cls[ordering], quantity[ordering]
     n = len(src)
-    charges = [source.classes[c] for c in cls]
-    per_request = np.array([c.per_request for c in charges], dtype=bool)
 
     def column(name: str) -> np.ndarray:
-        return rows[name].astype(object).to_numpy()[src] if name in rows else np.full(n, None, dtype=object)
+        """A cost-row column (one value per cost row; ``[src]`` spreads it to the FOCUS rows)."""
+        return rows[name].astype(object).to_numpy() if name in rows else np.full(len(rows), None, dtype=object)
 
-    days = pd.Series(column("usage_date"), dtype=object)
-    models, tiers, orgs, price_version = column("price_model"), column("pricing_tier"), column("org_slug"), column("price_version")
+    prices = _Prices(source, (src, cls), column, overrides, list_rate, contracted_rate)
     override = overrides[src]
-    raw_multiplier = column("price_multiplier")
-    decimal = functools.lru_cache(maxsize=None)(Decimal)  # a batch has a handful of distinct multipliers
-    multiplier = np.array([Decimal(1) if pr or m is None or m != m else decimal(m) for m, pr in zip(raw_multiplier, per_request)],
-                          dtype=object)
-    costs = {order: rows[c.cost].to_numpy(dtype=object) for order, c in enumerate(source.classes) if c.cost in rows}
-    contracted_cost = np.array([v if type(v) is Decimal else Decimal(str(v)) for v in (costs[c][i] for c, i in zip(cls, src))],
-                               dtype=object)
-
-    listed, contracted = _UnitPrices(list_rate), _UnitPrices(contracted_rate or (lambda *a: None))
-    list_base, own_base = np.empty(n, dtype=object), np.empty(n, dtype=object)  # per MTok or per request, before the multiplier
-    day_values = days.to_numpy()
-    for i, charge in enumerate(charges):
-        key = (models[i], tiers[i], day_values[i])
-        list_base[i] = listed(key, charge)
-        own_base[i] = contracted((orgs[i], *key), charge) if override[i] else list_base[i]
-    list_unit = np.array([None if b is None else b * m for b, m in zip(list_base, multiplier)], dtype=object)
-    contracted_unit = np.array([None if b is None else b * m for b, m in zip(own_base, multiplier)], dtype=object)
-    list_cost = contracted_cost
+    per_request, names = prices["per_request"], prices.coded("name")
+    contracted_cost = np.empty(n, dtype=object)
+    for order, charge in enumerate(source.classes):
+        chosen = cls == order
+        if chosen.any():
+            contracted_cost[chosen] = rows[charge.cost].to_numpy(dtype=object)[src[chosen]]
+    contracted_cost[:] = [v if type(v) is Decimal else Decimal(str(v)) for v in contracted_cost]
+    contracted_unit = prices.coded("contracted_unit")
+    list_unit, list_cost = contracted_unit, contracted_cost  # the same unless an org's override priced a row
     if override.any():  # the list side of an override: re-priced at the default list, the pricer's way
-        pico = np.array([None if b is None else int(b.scaleb(12 if pr else 6)) for b, pr in zip(list_base, per_request)],
-                        dtype=object)
-        at_list = usd(cost_nano(quantity, pico, multiplier))
-        unlisted = np.equal(list_base, None)  # the model is only on the org's list: its list price is the contracted one
-        list_cost = np.where(override & ~unlisted, at_list, contracted_cost)
-        list_unit = np.where(override & unlisted, contracted_unit, list_unit)
+        unlisted = np.equal(prices["list_base"], None)  # the model is only on the org's list: its list price is the contracted one
+        repriced = np.nonzero(override & ~unlisted)[0]
+        list_cost = contracted_cost.copy()
+        list_cost[repriced] = usd(cost_nano(quantity[repriced], prices["pico"][repriced], prices["multiplier"][repriced]))
+        list_unit = np.where(override & unlisted, contracted_unit.expand(), prices["list_unit"])
 
-    names = [c.name for c in charges]
-    plain = functools.lru_cache(maxsize=None)(_plain)  # few distinct unit prices in a batch
-    units = np.where(per_request, REQUEST_UNIT, MTOK_UNIT)
-    meters = [METERS.get(name, name) for name in names]
-    pricing_quantity = [Decimal(int(q)) if pr else Decimal(int(q)).scaleb(-6) for q, pr in zip(quantity, per_request)]
-    day_start = pd.to_datetime(days).dt.tz_localize("UTC")
-    period_start, period_end = month_bounds(days)
-    sub_account = column(source.sub_account)
-    sub_account = np.array([source.default_sub_account if v is None or v != v else v for v in sub_account], dtype=object)
-    geo = column("inference_geo")
-    region = np.array([None if g in NOT_A_REGION or g != g else g for g in geo], dtype=object)
-    geo_tag = ["" if m == 1 else f"/inference_geo={g}" for m, g in zip(multiplier, geo)]
-    model = column("model")
-    row_key = column("row_key")
+    consumed = np.empty(n, dtype=object)
+    consumed[:] = [Decimal(q) for q in quantity.tolist()]
+    pricing_quantity = np.where(per_request, consumed, [q.scaleb(-6) for q in consumed])
+    days = column("usage_date")
+    day_index = pd.DatetimeIndex(pd.to_datetime(pd.Series(days, dtype=object))).tz_localize("UTC")
+    period_start, period_end = (pd.DatetimeIndex(b) for b in month_bounds(pd.Series(days, dtype=object)))
+    sub_account = np.array([source.default_sub_account if v is None or v != v else v for v in column(source.sub_account)],
+                           dtype=object)
+    region = np.array([None if g in NOT_A_REGION or g != g else g for g in column("inference_geo")], dtype=object)
+    orgs = column("org_slug")
+    row_key, sub_account = column("row_key")[src], sub_account[src]
     values = {
         "BilledCost": contracted_cost, "EffectiveCost": contracted_cost, "ContractedCost": contracted_cost,
         "ListCost": list_cost, "ListUnitPrice": list_unit, "ContractedUnitPrice": contracted_unit,
         "PricingCurrencyListUnitPrice": list_unit, "PricingCurrencyContractedUnitPrice": contracted_unit,
         "PricingCurrencyEffectiveCost": contracted_cost, "PricingCurrency": "USD", "BillingCurrency": "USD",
-        "PricingQuantity": np.array(pricing_quantity, dtype=object), "PricingUnit": units.astype(object),
-        "ConsumedQuantity": np.array([Decimal(int(q)) for q in quantity], dtype=object),
-        "ConsumedUnit": np.where(per_request, REQUEST_UNIT, TOKEN_UNIT).astype(object),
-        "BillingAccountId": np.array([f"convergence:{o}" for o in orgs], dtype=object), "BillingAccountType": "Organization",
-        "BillingPeriodStart": period_start, "BillingPeriodEnd": period_end,
-        "ChargePeriodStart": day_start, "ChargePeriodEnd": day_start + pd.Timedelta(days=1),
+        "PricingQuantity": pricing_quantity, "PricingUnit": prices.coded("unit"),
+        "ConsumedQuantity": consumed, "ConsumedUnit": prices.coded("consumed_unit"),
+        "BillingAccountId": np.array([f"convergence:{o}" for o in orgs], dtype=object)[src],
+        "BillingAccountType": "Organization",
+        "BillingPeriodStart": period_start.take(src), "BillingPeriodEnd": period_end.take(src),
+        "ChargePeriodStart": day_index.take(src), "ChargePeriodEnd": (day_index + pd.Timedelta(days=1)).take(src),
         "ChargeCategory": "Usage", "ChargeFrequency": "Usage-Based", "PricingCategory": "Standard",
-        "ChargeDescription": np.array([
-            f"{source.service} {m}: {meter}, {tier} tier"
-            f"{'' if mult == 1 else f', inference_geo {g} x{mult}'}, {plain(unit_price)} USD per {unit}"
-            for m, meter, tier, mult, g, unit_price, unit in zip(model, meters, tiers, multiplier, geo, contracted_unit, units)],
-            dtype=object),
+        "ChargeDescription": prices.coded("description"),
         "ProviderName": source.provider, "PublisherName": source.provider, "InvoiceIssuerName": source.provider,
         "ServiceName": source.service, "ServiceCategory": "AI and Machine Learning", "ServiceSubcategory": "Generative AI",
-        "SkuId": np.array([f"{m}/{name}" for m, name in zip(models, names)], dtype=object),
-        "SkuPriceId": np.array([f"{v}/{name}{g}" for v, name, g in zip(price_version, names, geo_tag)], dtype=object),
-        "SkuMeter": np.array(meters, dtype=object),
+        "SkuId": prices.coded("sku"), "SkuPriceId": prices.coded("sku_price"), "SkuMeter": prices.coded("meter"),
         "SubAccountId": sub_account, "SubAccountName": sub_account,
-        "SubAccountType": np.array([None if v is None else source.sub_account_type for v in sub_account], dtype=object),
-        "RegionId": region, "RegionName": np.array([None if r is None else GEO_NAMES.get(r, r) for r in region], dtype=object),
-        "x_Provider": source.key, "x_ChargeDate": days.to_numpy(),
-        "x_RunId": run_id if run_id is not None else column("run_id"),
-        "x_RowKey": np.array([f"{k}/{name}" for k, name in zip(row_key, names)], dtype=object),
+        "SubAccountType": np.where(np.equal(sub_account, None), None, source.sub_account_type).astype(object),
+        "RegionId": region[src], "RegionName": np.array([None if r is None else GEO_NAMES.get(r, r) for r in region], dtype=object)[src],
+        "x_Provider": source.key, "x_ChargeDate": days[src],
+        "x_RunId": run_id if run_id is not None else column("run_id")[src],
+        "x_RowKey": np.array([f"{k}/{name}" for k, name in zip(row_key, names.expand())], dtype=object),
         "x_SourceRowKey": row_key,
         "x_LoadedAt": pd.Series(pd.Timestamp(loaded_at), index=range(n)) if loaded_at is not None
-        else pd.to_datetime(pd.Series(column("loaded_at")), utc=True),
-        "x_PriceVersion": price_version, "x_PricingStatus": PRICED, "x_TokenClass": np.array(names, dtype=object),
-        "x_Model": model, "x_ApiKeyId": column("api_key_id"),
+        else pd.to_datetime(pd.Series(column("loaded_at")[src]), utc=True),
+        "x_PriceVersion": column("price_version")[src], "x_PricingStatus": PRICED, "x_TokenClass": names,
+        "x_Model": column("model")[src], "x_ApiKeyId": column("api_key_id")[src],
     }
     return build(values, n)
 
