@@ -109,3 +109,32 @@ def test_cursors_are_short_and_good_only_for_their_own_query(simulator):
     assert anthropic(page=first["next_page"]).status_code == 200
     for bad in (anthropic(page=first["next_page"], limit=2), anthropic(page="bm90LWEtY3Vyc29y")):
         assert bad.status_code == 400 and "invalid cursor for this query" in bad.json()["error"]["message"]
+
+
+def test_answers_take_the_latency_and_many_are_in_flight_at_once():
+    """One event loop answers every connection: twenty requests at once each wait out the latency
+    together, rather than one after another (a fleet keeps a hundred in flight)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from beam_pipelines.testing.simulator import ProviderSimulator
+
+    with ProviderSimulator(latency=0.3) as sim, ThreadPoolExecutor(20) as pool:
+        started = time.monotonic()
+        answers = list(pool.map(lambda _: _get(sim, "/organization/usage/completions"), range(20)))
+        finished = time.monotonic()
+        assert all(a.status_code == 200 for a in answers) and sim.requests == 20
+        assert all(a.elapsed.total_seconds() >= 0.3 for a in answers), "no answer before its latency"
+        assert finished - started < 20 * 0.3 / 2, "answered one after another"
+
+
+def test_faults_set_over_http_and_unknown_methods_are_refused(simulator):
+    url = f"{simulator.url}/_simulator/faults"
+    assert requests.post(url, json={"key": KEY, "faults": ["nope"]}, timeout=10).status_code == 400
+    assert requests.post(url, json={"key": KEY, "faults": ["503", "malformed"]}, timeout=10).json() == {"ok": True}
+    assert _get(simulator, "/organization/usage/completions").status_code == 503
+    malformed = _get(simulator, "/organization/usage/completions")
+    assert malformed.status_code == 200 and malformed.text == '{"object": "page", "data": ['
+    assert _get(simulator, "/organization/usage/completions").status_code == 200, "the queue is spent"
+    assert requests.put(f"{simulator.openai_base_url}/organization/usage/completions", timeout=10).status_code == 405
+    assert requests.get(f"{simulator.url}/v1/nowhere", timeout=10).status_code == 404

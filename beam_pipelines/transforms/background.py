@@ -34,6 +34,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """libuv's loop where installed, asyncio's own otherwise."""
+    return uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+
+
 class BackgroundWork:
     """A thread pool and the bundle's tasks in flight, oldest first."""
 
@@ -146,7 +151,7 @@ class EventLoop:
     def __init__(self, name: str, blocking_threads: int = 4):
         """``blocking_threads``: how many ``asyncio.to_thread`` calls run at once (a metastore read a
         network away would otherwise queue behind the default executor's handful of threads)."""
-        self._loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+        self._loop = new_event_loop()
         self._loop.set_default_executor(ThreadPoolExecutor(max_workers=blocking_threads, thread_name_prefix=f"{name}-blocking"))
         self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
         self._thread.start()
