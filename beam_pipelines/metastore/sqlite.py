@@ -75,7 +75,12 @@ def _stale_indexes(conn: sqlite3.Connection, tables) -> list[str]:
     return [name for name, table in found.fetchall() if table in tables and name not in wanted]
 
 
+_PLAIN = frozenset({str, int, float, type(None), bytes})  # stored as they are: most of a fleet's step-log values
+
+
 def _encode(value):
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).isoformat()
     if isinstance(value, date):

@@ -20,6 +20,7 @@ which, and the caller closes them as FAILED with the reason, as for a job that c
 """
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -82,6 +83,8 @@ class Workers:
 
     def __enter__(self) -> Workers:
         settings, loaded, runner, owner_id, step_id = self._args
+        if self._shards and self._context.get_start_method() == "fork":
+            gc.freeze()  # a forked worker's collections then never write to (and so copy) the pages it shares with us
         for index, (shard, counter) in enumerate(zip(self._shards, self._counters)):
             process = self._context.Process(
                 target=_work, name=f"convergence-worker-{index + 1}", daemon=True,

@@ -95,9 +95,10 @@ def fewer_gc_passes(first_generation: int = 200_000):
     """The local runner holds every stage's elements in memory (a fleet's rows, many small objects):
     the default collector thresholds make each full pass rescan them all, which grew the run time
     faster than the fleet (measured: 1,000 orgs 186 s → 135 s with this). Nothing here is cyclic
-    garbage that must go early, so collect less often while the graph runs. What exists before (the
-    modules of Beam, pandas and Arrow, the graph) is frozen out of every pass: 0.25 → 0.11 s of
-    collection per process for 1,000 orgs."""
+    garbage that must go early, so collect less often while the graph is built and runs. What exists
+    before (the modules of Beam, pandas and Arrow; the caller freezes the graph once built) is frozen
+    out of every pass: 0.25 → 0.11 s of collection per process for 1,000 orgs, and no full pass
+    while the graph is built (~0.08 s)."""
     before = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(first_generation, before[1], before[2])
@@ -151,9 +152,10 @@ def run_job(settings: Settings, loaded: LoadedPipeline, items: list[WorkItem], r
     keeper = LeaseKeeper(spec, owner_id, run_ids).start()
     crash = None
     try:
-        p = beam.Pipeline(options=PipelineOptions(flags=[], runner=runner, save_main_session=False))
-        compile_pipeline(p, ctx, items)
         with fewer_gc_passes():
+            p = beam.Pipeline(options=PipelineOptions(flags=[], runner=runner, save_main_session=False))
+            compile_pipeline(p, ctx, items)
+            gc.freeze()  # the graph too
             p.run().wait_until_finish()
     except Exception as exc:  # the whole job died: close every run it left open
         crash = exc

@@ -64,8 +64,9 @@ LONG_CONTEXT_FAMILIES = {"gpt-6.2-sol", "gpt-6.1-terra", "gpt-6-luna", "gpt-5.6-
                          "gpt-5.4"}
 
 
-def served_on(day: date) -> list[Model]:
-    return [m for m in MODELS if m.served_from <= day < m.served_until]
+@functools.lru_cache(maxsize=1024)
+def served_on(day: date) -> tuple[Model, ...]:
+    return tuple(m for m in MODELS if m.served_from <= day < m.served_until)
 
 
 def _seed(*parts: object) -> bytes:
@@ -222,6 +223,7 @@ def _tier(batch: bool, tier: str) -> str:
     return "batch" if batch else tier
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every result of every day: a fleet's days ask the same few
 def rates_for(family: str, tier: str, day: date) -> Rates | None:
     """The rates in force on ``day`` (None before the tier was offered)."""
     versions = [r for since, r in BILLING[family].get(tier, ()) if since <= day]
