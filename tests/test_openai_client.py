@@ -144,7 +144,7 @@ def test_rejected_key_fails_with_openai_message_and_no_key(simulator):
 
 @pytest.mark.parametrize("fault, message", [
     ("malformed", "response is not valid JSON"),
-    ("bad-schema", "malformed page 1: data: Input should be a valid list"),
+    ("bad-schema", "malformed page 1: data: Input should be a valid array"),
 ])
 def test_fails_closed_on_bad_pages(simulator, fault, message):
     simulator.faults.add(KEY, [fault])
@@ -271,3 +271,17 @@ def test_a_workers_orgs_share_connections_but_never_keys_or_cookies():
     assert [cookie for _, _, cookie in seen] == [None] * 6, "the provider's cookie never goes back"
     assert len({port for port, _, _ in seen[:5]}) == 1, "the five orgs went over one kept-alive connection"
     assert seen[5][0] != seen[0][0], "a fetch outside setup/teardown opens its own"
+
+
+def test_row_keys_are_stable_across_versions():
+    """A row key is a hash of the row's natural key as JSON; rows loaded by an earlier version must get
+    the same key on a re-run, or a day's MERGE would keep both. The value is pinned."""
+    import hashlib
+    import json
+    from datetime import date
+
+    from beam_pipelines.rows import row_key
+
+    parts = ("acme", date(2026, 11, 20), "proj_a", None, None, "gpt-5", True, "default")
+    assert row_key(*parts) == "4f3aae055ff85766bb2eb1afd5f5d127"
+    assert row_key(*parts) == hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:32]

@@ -22,6 +22,7 @@ COUNT_FIELDS = (
     "input_cached_image_tokens", "output_image_tokens", "num_model_requests",
 )
 GROUP_FIELDS = ("project_id", "api_key_id", "user_id", "model", "batch", "service_tier")
+ROW_FIELDS = GROUP_FIELDS + COUNT_FIELDS
 
 
 class CompletionsResult(BaseModel):
@@ -112,17 +113,19 @@ def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime)
     for bucket in page.data:
         start = datetime.fromtimestamp(bucket.start_time, timezone.utc)
         day = start.date()
+        end = datetime.fromtimestamp(bucket.end_time, timezone.utc)
         for result in bucket.results:
+            fields = result.__dict__  # the declared fields' values (extras live apart, in __pydantic_extra__)
             row = {
                 "usage_date": day,
                 "org_slug": org_slug,
-                "row_key": row_key(org_slug, day, *(getattr(result, f) for f in GROUP_FIELDS)),
+                "row_key": row_key(org_slug, day, *(fields[f] for f in GROUP_FIELDS)),
                 "run_id": run_id,
                 "bucket_start_time": start,
-                "bucket_end_time": datetime.fromtimestamp(bucket.end_time, timezone.utc),
+                "bucket_end_time": end,
                 "loaded_at": loaded_at,
             }
-            for name in GROUP_FIELDS + COUNT_FIELDS:
-                row[name] = getattr(result, name)
+            for name in ROW_FIELDS:
+                row[name] = fields[name]
             rows.append(row)
     return rows
