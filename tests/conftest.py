@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated $CONVERGENCE_HOME per test and a loopback provider simulator."""
 from __future__ import annotations
 
+import itertools
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
@@ -9,6 +10,16 @@ import pytest
 
 from beam_pipelines.settings import REPO_CONFIGS, load_settings
 from beam_pipelines.testing.simulator import ProviderSimulator
+from beam_pipelines.transforms.step import pcollections
+
+_FLATTENS = itertools.count()
+
+
+def flattened(outputs):
+    """A step's ``events`` or ``staged`` (one PCollection or several) as one PCollection, for assertions."""
+    import apache_beam as beam
+
+    return pcollections(outputs) | f"Flattened{next(_FLATTENS)}" >> beam.Flatten()
 
 CONFIGS = REPO_CONFIGS
 

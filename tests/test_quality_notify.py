@@ -31,7 +31,7 @@ from beam_pipelines.testing.emulators.process import free_port
 from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import OrgBatch
 from beam_pipelines.warehouse.local import LocalWarehouse
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, flattened
 from tests.http_fakes import JsonHandler, self_signed_cert, serve
 
 PIPELINE = "openai/cost/usage_cost"
@@ -124,12 +124,12 @@ def test_validate_step_fails_an_org_with_a_broken_row(settings):
     p = BeamTestPipeline(runner="FnApiRunner")
     batches = p | beam.Create([OrgBatch("acme", "run-a", good), OrgBatch("globex", "run-g", pd.concat([good, broken]))])
     result = batches | entry.load_transform()(step, loaded.options(step.step_id), ctx)
-    events = result["events"] | beam.Map(lambda e: (e.org_slug, e.failed, (e.error or "").split(" observed")[0]))
+    events = flattened(result["events"]) | beam.Map(lambda e: (e.org_slug, e.failed, (e.error or "").split(" observed")[0]))
     assert_that(events, equal_to([
         ("acme", False, ""),
         ("globex", True, "data quality: expect_column_values_to_be_between(output_tokens)"),
     ]), label="events")
-    failed = result["events"] | beam.FlatMap(lambda e: [
+    failed = flattened(result["events"]) | beam.FlatMap(lambda e: [
         (e.org_slug, r["expectation_type"], r["kwargs"]["column"], r["severity"])
         for r in e.detail["dq_results"] if not r["success"]])
     assert_that(failed, equal_to([("globex", "expect_column_values_to_be_between", "output_tokens", "critical")]),

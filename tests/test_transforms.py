@@ -22,7 +22,7 @@ from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import EVENTS, OrgBatch, StagedRows, StepEvent, WorkItem
 from beam_pipelines.transforms.fetch import FetchOrgs
 from beam_pipelines.warehouse.local import LocalWarehouse
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, flattened
 
 DAY = date(2026, 3, 2)
 NOW = datetime(2026, 3, 3, tzinfo=timezone.utc)
@@ -183,7 +183,7 @@ def test_price_step_uses_the_price_list_side_input(seeded):
                    for r in b.rows.to_dict("records")])
     assert_that(costs, equal_to([("gpt-4o-mini-2024-07-18", "PRICED", 0.75), ("mystery-model", "UNPRICED", None)]),
                 label="costs")
-    unpriced = result["events"] | beam.Map(lambda e: (e.rows, tuple(e.detail["unpriced_models"])))
+    unpriced = flattened(result["events"]) | beam.Map(lambda e: (e.rows, tuple(e.detail["unpriced_models"])))
     assert_that(unpriced, equal_to([(2, ("mystery-model",))]), label="events")
     p.run().wait_until_finish()
 
@@ -196,9 +196,9 @@ def test_stage_skips_failed_runs_and_stages_invisibly(seeded):
     failed = p | "Failed" >> beam.Create(["run-broken"])
     batches = p | "Batches" >> beam.Create([raw_batch("acme", 4), raw_batch("broken", 2)])
     result = batches | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx, failed_runs=failed)
-    assert_that(result["events"] | beam.Map(lambda e: (e.org_slug, e.rows, e.failed, e.detail["days"])),
+    assert_that(flattened(result["events"]) | beam.Map(lambda e: (e.org_slug, e.rows, e.failed, e.detail["days"])),
                 equal_to([("acme", 4, False, ["2026-03-02"])]), label="events")
-    assert_that(result["staged"] | beam.MapTuple(lambda run_id, s: (run_id, s.table, s.rows, s.days)),
+    assert_that(flattened(result["staged"]) | beam.MapTuple(lambda run_id, s: (run_id, s.table, s.rows, s.days)),
                 equal_to([("run-acme", "openai_usage_daily_raw", 4, (DAY,))]), label="staged")
     p.run().wait_until_finish()
     warehouse = LocalWarehouse(seeded.warehouse_dir)
@@ -338,7 +338,7 @@ def test_pricing_a_fleet_batch_equals_each_org_alone_and_an_exception_fails_only
         result = p | beam.Create(batches) | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx)
         rows = result["main"] | beam.FlatMap(lambda b: [(r["run_id"], r["model"], r["pricing_status"], str(r["total_cost_usd"]))
                                                         for r in b.rows.to_dict("records")])
-        events = result["events"] | beam.Map(lambda e: (e.run_id, e.rows, e.failed, tuple(e.detail.get("unpriced_models", ())),
+        events = flattened(result["events"]) | beam.Map(lambda e: (e.run_id, e.rows, e.failed, tuple(e.detail.get("unpriced_models", ())),
                                                         str(e.detail.get("cost_usd"))))
         return p, rows, events
 
@@ -378,10 +378,10 @@ def test_a_fleet_batch_is_staged_per_run_and_a_misfit_fails_only_its_org(seeded)
     failed = p | "Failed" >> beam.Create(["run-broken"])
     result = (p | "Batches" >> beam.Create([fleet])
               | lookup(step.ps_type).load_transform()(step, loaded.options(step.step_id), ctx, failed_runs=failed))
-    assert_that(result["events"] | beam.Map(lambda e: (e.org_slug, e.rows, e.failed)),
+    assert_that(flattened(result["events"]) | beam.Map(lambda e: (e.org_slug, e.rows, e.failed)),
                 equal_to([("acme", 3, False), ("globex", 2, False), ("broken", 2, False), ("stray", 0, True)]),
                 label="events")
-    assert_that(result["staged"] | beam.MapTuple(lambda run_id, s: (run_id, s.rows)),
+    assert_that(flattened(result["staged"]) | beam.MapTuple(lambda run_id, s: (run_id, s.rows)),
                 equal_to([("run-acme", 3), ("run-globex", 2), ("run-broken", 2)]),
                 label="staged, even an org failed upstream: its commit discards it")
     p.run().wait_until_finish()

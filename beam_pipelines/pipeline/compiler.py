@@ -16,6 +16,11 @@ from beam_pipelines.registry import lookup
 from beam_pipelines.transforms.context import RunContext
 from beam_pipelines.transforms.elements import WorkItem
 from beam_pipelines.transforms.runlog import RecordRunLog
+from beam_pipelines.transforms.step import pcollections
+
+
+def _failed_run(event) -> list[str]:
+    return [event.run_id] if event.failed else []
 
 
 def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkItem]):
@@ -28,7 +33,7 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
     loaded = ctx.pipeline
     outputs: dict[str, beam.PCollection] = {}
     events: list[beam.PCollection] = []
-    loads, notifies, staged = [], [], []
+    loads, notifies, staged = [], [], []  # events and staged: every step's PCollections, flattened once each
     for step in loaded.config.steps:
         entry = lookup(step.ps_type)
         options = loaded.options(step.step_id)
@@ -41,26 +46,21 @@ def compile_pipeline(p: beam.Pipeline, ctx: RunContext, work_items: list[WorkIte
         else:  # a transform may also need the run's work items (its orgs and days), e.g. the ledger
             result = outputs[step.input] | transform_cls(step, options, ctx, work_items=items)
         outputs[step.step_id] = result["main"]
-        events.append(result["events"])
+        events += pcollections(result["events"])
         if "staged" in result:  # steps that write whole tables (seed) stage them for the same commit
-            staged.append(result["staged"])
+            staged += pcollections(result["staged"])
 
-    failed_runs = (
-        tuple(events)
-        | "UpstreamEvents" >> beam.Flatten()
-        | "FailedOnly" >> beam.Filter(lambda e: e.failed)
-        | "FailedRunIds" >> beam.Map(lambda e: e.run_id)
+    failed_runs = (  # each step's failed runs picked where its events are made; only those are flattened
+        tuple(step_events | f"FailedRuns{n}" >> beam.FlatMap(_failed_run) for n, step_events in enumerate(events))
+        | "FailedRunIds" >> beam.Flatten()
         | "DistinctFailed" >> beam.Distinct()
     )
     for step, options, transform_cls in loads:
         result = outputs[step.input] | transform_cls(step, options, ctx, failed_runs=failed_runs)
-        events.append(result["events"])
-        staged.append(result["staged"])
+        events += pcollections(result["events"])
+        staged += pcollections(result["staged"])
 
-    all_events = tuple(events) | "AllEvents" >> beam.Flatten()
-    all_staged = (tuple(staged) or (p | "NothingStaged" >> beam.Create([]),)) | "AllStaged" >> beam.Flatten()
-    summaries = p | "RunLog" >> RecordRunLog(ctx, [(s.step_id, o) for s, o, _ in loads], items, all_events,
-                                             all_staged)
+    summaries = p | "RunLog" >> RecordRunLog(ctx, [(s.step_id, o) for s, o, _ in loads], items, events, staged)
     for step, options, transform_cls in notifies:
         summaries | transform_cls(step, options, ctx)
     return summaries

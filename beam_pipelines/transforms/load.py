@@ -145,5 +145,4 @@ class StageTable(StepTransform):
             | "GroupRun" >> beam.GroupByKey()
             | "Stage" >> beam.ParDo(_Stage(self, spec), failed).with_outputs(EVENTS, main="main")
         )
-        return {"events": (whole[EVENTS], grouped[EVENTS]) | "Events" >> beam.Flatten(),
-                "staged": (whole.main, grouped.main) | "Staged" >> beam.Flatten()}
+        return {"events": (whole[EVENTS], grouped[EVENTS]), "staged": (whole.main, grouped.main)}

@@ -138,5 +138,5 @@ class ValidateRows(StepTransform):
             | "GroupRun" >> beam.GroupByKey()
             | "Check" >> beam.ParDo(_Validate(self, suite)).with_output_types(StepEvent)
         )
-        return {"main": batches, "events": (whole.events, grouped) | "Events" >> beam.Flatten()}
+        return {"main": batches, "events": (whole.events, grouped)}
 

@@ -22,6 +22,7 @@ from beam_pipelines.warehouse.base import CommitError
 from beam_pipelines.warehouse.tables import table_spec
 
 FLUSH_EVERY = 200
+ITEM, EVENT, STAGED = "item", "event", "staged"  # what a run's grouped value is
 
 
 class _RecordRuns(beam.DoFn):
@@ -38,8 +39,11 @@ class _RecordRuns(beam.DoFn):
         self._runs, self._steps, self._dq = [], [], []
 
     def process(self, keyed):
-        run_id, grouped = keyed
-        items, events, staged = list(grouped["items"]), list(grouped["events"]), list(grouped["staged"])
+        run_id, tagged = keyed
+        items, events, staged = [], [], []
+        parts = {ITEM: items, EVENT: events, STAGED: staged}
+        for tag, value in tagged:
+            parts[tag].append(value)
         org_slug = items[0].org_slug if items else events[0].org_slug
         report = self._commit(items[0] if items else None, org_slug, events, staged)
         remove_run(self._ctx.staging_root, run_id)  # staged billing parts: loaded or abandoned by now
@@ -124,16 +128,25 @@ class _RecordRuns(beam.DoFn):
 
 
 class RecordRunLog(beam.PTransform):
-    def __init__(self, ctx, loads, work_items, events, staged):
+    """Groups each run's work item, every step's events and every staged table by run id, then commits
+    and records it. ``events`` and ``staged`` are every step's PCollections: each is keyed and tagged
+    where it is made and all are flattened once into the group (a CoGroupByKey of already flattened
+    inputs made every event cross two Flattens, each written out and read back by the local runner)."""
+
+    def __init__(self, ctx, loads, work_items, events: list, staged: list):
         super().__init__()
         self._ctx, self._loads = ctx, loads
         self._work_items, self._events, self._staged = work_items, events, staged
 
     def expand(self, pbegin):
+        tagged = [self._work_items | "KeyItems" >> beam.Map(lambda w: (w.run_id, (ITEM, w)))]
+        tagged += [events | f"KeyEvents{n}" >> beam.Map(lambda e: (e.run_id, (EVENT, e)))
+                   for n, events in enumerate(self._events)]
+        tagged += [staged | f"KeyStaged{n}" >> beam.MapTuple(lambda run_id, s: (run_id, (STAGED, s)))
+                   for n, staged in enumerate(self._staged)]
         return (
-            {"items": self._work_items | "KeyItems" >> beam.Map(lambda w: (w.run_id, w)),
-             "events": self._events | "KeyEvents" >> beam.Map(lambda e: (e.run_id, e)),
-             "staged": self._staged}
-            | "ByRun" >> beam.CoGroupByKey()
+            tuple(tagged)
+            | "Tagged" >> beam.Flatten()
+            | "ByRun" >> beam.GroupByKey()
             | "CommitAndRecord" >> beam.ParDo(_RecordRuns(self._ctx, self._loads))
         )

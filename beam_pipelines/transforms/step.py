@@ -14,7 +14,10 @@ class StepTransform(beam.PTransform):
     """A step of a pipeline config, built by the compiler from its registry entry.
 
     ``expand`` returns ``{"main": PCollection, "events": PCollection of StepEvent}``; ``main``
-    is absent for load steps.
+    is absent for load steps. ``events`` (and a load's ``staged``) may be a tuple of PCollections
+    where a step has several paths: the compiler flattens every step's at once, and the local runner
+    writes out and reads back every element crossing a Flatten (a fleet's seven events per org went
+    through three of them).
     """
 
     kind = "transform"
@@ -33,3 +36,8 @@ class StepTransform(beam.PTransform):
             kind=self.kind, rows=rows, error=error, started_at=started_at,
             ended_at=datetime.now(timezone.utc), detail=detail,
         )
+
+
+def pcollections(value) -> tuple:
+    """A step's ``events`` or ``staged``: one PCollection or a tuple of them, as a tuple."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
