@@ -226,8 +226,22 @@ class ProviderClient:
 
     async def get(self, path: str, params: list[tuple[str, str]]) -> Answer:
         """A successful answer to ``GET path?params``, retried by the policy (errors raised as ProviderError)."""
-        base = f"{self.base_url}{path}"
-        url = f"{base}?{urlencode(params)}" if params else base
+        return await self._get_retried(path, self._url(path, urlencode(params)))
+
+    def _url(self, path: str, query: str) -> str:
+        return f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}"
+
+    async def _get_retried(self, path: str, url: str) -> Answer:
+        try:  # nearly every request: one attempt, without the retry machinery's own cost (a third of a page's)
+            return await self._attempt(url)
+        except TransientError as exc:
+            first = [exc]
+
+        async def attempt(url: str) -> Answer:  # the policy's retries, the first failure replayed as attempt 1
+            if first:
+                raise first.pop()
+            return await self._attempt(url)
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.max_retries + 1),
             wait=self._wait,
@@ -240,7 +254,7 @@ class ProviderClient:
             ),
         )
         try:
-            return await retrying(self._attempt, url)
+            return await retrying(attempt, url)
         except TransientError as exc:
             raise ProviderError(
                 self.provider, f"gave up after {self.policy.max_retries + 1} attempts: {exc}", exc.status
@@ -264,10 +278,11 @@ class ProviderClient:
         seen: set[str] = set()
         cursor: str | None = None
         number = 0
+        encoded = urlencode(query.params)  # once: only the cursor changes from page to page
         while True:
             number += 1
-            params = query.params + ([(query.cursor_param, cursor)] if cursor else [])
-            answer = await self.get(query.path, params)
+            paged = "&".join(part for part in (encoded, urlencode([(query.cursor_param, cursor)]) if cursor else "") if part)
+            answer = await self._get_retried(query.path, self._url(query.path, paged))
             try:  # parsed and validated in one pass (pydantic's own JSON parser): half the CPU of json.loads first
                 page = query.page_model.model_validate_json(answer.content)
             except ValidationError as exc:
