@@ -6,6 +6,7 @@ Unknown extra fields are tolerated (kept out of the row), missing required ones 
 """
 from __future__ import annotations
 
+import operator
 from datetime import date, datetime, timedelta, timezone
 from typing import Literal
 
@@ -23,6 +24,7 @@ COUNT_FIELDS = (
 )
 GROUP_FIELDS = ("project_id", "api_key_id", "user_id", "model", "batch", "service_tier")
 ROW_FIELDS = GROUP_FIELDS + COUNT_FIELDS
+_row_values = operator.itemgetter(*ROW_FIELDS)
 
 
 class CompletionsResult(BaseModel):
@@ -114,18 +116,19 @@ def usage_rows(page: UsagePage, org_slug: str, run_id: str, loaded_at: datetime)
         start = datetime.fromtimestamp(bucket.start_time, timezone.utc)
         day = start.date()
         end = datetime.fromtimestamp(bucket.end_time, timezone.utc)
+        iso_day = day.isoformat()  # the key's JSON of the day, as row_key would write the date
         for result in bucket.results:
             fields = result.__dict__  # the declared fields' values (extras live apart, in __pydantic_extra__)
+            values = _row_values(fields)
             row = {
                 "usage_date": day,
                 "org_slug": org_slug,
-                "row_key": row_key(org_slug, day, *(fields[f] for f in GROUP_FIELDS)),
+                "row_key": row_key(org_slug, iso_day, *values[:len(GROUP_FIELDS)]),
                 "run_id": run_id,
                 "bucket_start_time": start,
                 "bucket_end_time": end,
                 "loaded_at": loaded_at,
             }
-            for name in ROW_FIELDS:
-                row[name] = fields[name]
+            row.update(zip(ROW_FIELDS, values))
             rows.append(row)
     return rows
