@@ -149,3 +149,14 @@ def test_the_command_runs_its_exit_handlers_and_flushes_its_output_before_it_lea
     failed = convergence("runs", "show", "nope")
     assert failed.returncode == 1 and failed.stderr.strip() == "error: run 'nope' does not exist"
     assert marker.read_text() == "ran;ran;"
+
+
+def test_seed_fleet_makes_many_orgs_a_fleet_run_can_take(cli, home):
+    proc = cli("dev", "seed-fleet", "--orgs", "3", "--prefix", "fl", check=0)
+    assert proc.stdout.strip().startswith("3 orgs ready (fl0000 .. fl0002)") and "cvg_" not in proc.stdout
+    from beam_pipelines.metastore import MetastoreSpec
+    from beam_pipelines.settings import load_settings
+
+    store = MetastoreSpec.from_settings(load_settings()).open()
+    assert all(store.get_org(slug) for slug in ("fl0000", "fl0001", "fl0002")) and not store.get_org("fl0003")
+    assert "--orgs: must be at least 1" in cli("dev", "seed-fleet", "--orgs", "0", check=1).stderr

@@ -354,7 +354,22 @@ def cmd_dev(settings, args) -> int:
             print(f"org {created['org_slug']} ready ({args.subscription}).")
             print(f"API key (shown once, store it now): {created['api_key']}")
         return 0
+    if args.dev_command == "seed-fleet":
+        return _seed_fleet(settings, args.prefix, args.orgs)
     raise ConvergenceError(f"unknown dev command {args.dev_command}")
+
+
+def _seed_fleet(settings, prefix: str, orgs: int) -> int:
+    """Orgs for a fleet run (simulator credentials, ACTIVE); their API keys are not shown."""
+    from beam_pipelines.dev.seed import seed_org
+
+    if orgs < 1:
+        raise ConvergenceError("--orgs: must be at least 1")
+    slugs = [f"{prefix}{i:04d}" for i in range(orgs)]
+    for slug in tqdm(slugs, desc="seeding", unit="org", file=sys.stderr, leave=False, disable=not sys.stderr.isatty()):
+        seed_org(settings, slug)
+    print(f"{orgs} orgs ready ({slugs[0]} .. {slugs[-1]}); their API keys are not shown (dev seed-org SLUG gives one a new key).")
+    return 0
 
 
 def _write_export(org: str, end, days: int, rows_per_day: int, out: Path) -> int:

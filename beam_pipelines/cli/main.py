@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--daily-quota", type=int, metavar="N")
     seed.add_argument("--json", action="store_true", help='print {"org_slug": ..., "api_key": ...}')
 
+    fleet = dev_sub.add_parser("seed-fleet", help="create or re-seed many local orgs (PREFIX0000, PREFIX0001, ...)")
+    fleet.add_argument("--orgs", type=int, default=1000, metavar="N")
+    fleet.add_argument("--prefix", default="fleet", help="org slug prefix (default: fleet)")
+
     export = dev_sub.add_parser("gcp-export", help="generate a realistic Cloud Billing export as Parquet")
     export.add_argument("--org", required=True)
     export.add_argument("--days", type=int, default=7)
