@@ -176,3 +176,21 @@ def test_price_list_errors_name_line_and_column(tmp_path):
         path.write_text("model,service_tier,effective_from,input_usd_per_mtok,output_usd_per_mtok\n" + body + "\n")
         with pytest.raises(ConfigError, match=message):
             load_price_list(path)
+
+
+def test_the_int64_path_gives_the_exact_path_to_the_nano_dollar():
+    """Costs without a multiplier are computed in int64 when every product fits; they must equal the exact
+    Python-integer path everywhere, ties included, and anything larger must take the exact path."""
+    import numpy as np
+
+    from beam_pipelines.pricing import money
+
+    rng = np.random.default_rng(7)
+    tokens = np.concatenate([rng.integers(0, 10 ** 9, 5000), [0, 1, 3, 5, 500, 1500, 2500]])
+    rates = np.array([None if r % 11 == 0 else int(r) for r in rng.integers(0, 10 ** 8, len(tokens) - 7)]
+                     + [None, 500, 500, 500, 1, 1, 1], dtype=object)  # 1.5 and 2.5 nano: ties to even
+    fast = money._cost_nano_int64(tokens, rates)
+    exact = money.cost_nano(tokens, rates, np.array([1] * len(tokens), dtype=object))  # a multiplier: the exact path
+    assert fast is not None and list(fast) == list(exact)
+    assert all(v is None or type(v) is int for v in fast)
+    assert money._cost_nano_int64(np.array([10 ** 15]), np.array([600_000_000], dtype=object)) is None

@@ -49,9 +49,36 @@ def _round_half_even(numerator: int, denominator: int = PICO_PER_NANO) -> int:
 _to_decimal = np.frompyfunc(lambda nano: None if nano is None else Decimal(nano).scaleb(-9), 1, 1)
 
 
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _cost_nano_int64(tokens: np.ndarray, rate_pico: np.ndarray) -> np.ndarray | None:
+    """``cost_nano`` without a multiplier, in int64 arithmetic, when every product provably fits (a day
+    of one row's tokens at any listed rate does); None otherwise, and Python's integers do it."""
+    tokens = np.asarray(tokens)
+    if tokens.dtype.kind not in "iu" or not len(tokens):
+        return None
+    known = np.not_equal(rate_pico, None)
+    try:
+        rates = np.zeros(len(tokens), dtype=np.int64)
+        rates[known] = np.asarray(rate_pico)[known].astype(np.int64)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    if tokens.min() < 0 or rates.min() < 0 or int(tokens.max()) * int(rates.max()) > INT64_MAX:
+        return None
+    product = tokens.astype(np.int64) * rates
+    nano, rest = np.divmod(product, PICO_PER_NANO)
+    nano += (2 * rest > PICO_PER_NANO) | ((2 * rest == PICO_PER_NANO) & (nano % 2 == 1))
+    out = nano.astype(object)  # Python ints, as the exact path gives
+    out[(tokens != 0) & ~known] = None
+    return out
+
+
 def cost_nano(tokens: np.ndarray, rate_pico: np.ndarray, multipliers: np.ndarray | None = None) -> np.ndarray:
     """Object array of integer nano-dollars: tokens × rate (× an exact Decimal multiplier, e.g. 1.1), rounded
     once, half-to-even. None where a row has tokens but no rate; 0 where it has no tokens."""
+    if multipliers is None and (fast := _cost_nano_int64(tokens, rate_pico)) is not None:
+        return fast
     out = np.empty(len(tokens), dtype=object)
     factors = [(1, 1)] * len(tokens) if multipliers is None else [Decimal(m).as_integer_ratio() for m in multipliers]
     for i, (n, rate, (num, den)) in enumerate(zip(tokens.tolist(), rate_pico.tolist(), factors)):
