@@ -46,7 +46,8 @@ def _round_half_even(numerator: int, denominator: int = PICO_PER_NANO) -> int:
     return q + (2 * r > denominator or (2 * r == denominator and q % 2 == 1))
 
 
-_to_decimal = np.frompyfunc(lambda nano: None if nano is None else Decimal(nano).scaleb(-9), 1, 1)
+_ZERO_USD = Decimal(0).scaleb(-9)  # most of a cost row's classes are unused: one shared (immutable) zero
+_to_decimal = np.frompyfunc(lambda nano: None if nano is None else _ZERO_USD if nano == 0 else Decimal(nano).scaleb(-9), 1, 1)
 
 
 INT64_MAX = np.iinfo(np.int64).max
