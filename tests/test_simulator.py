@@ -124,7 +124,7 @@ def test_answers_take_the_latency_and_many_are_in_flight_at_once():
         answers = list(pool.map(lambda _: _get(sim, "/organization/usage/completions"), range(20)))
         finished = time.monotonic()
         assert all(a.status_code == 200 for a in answers) and sim.requests == 20
-        assert all(a.elapsed.total_seconds() >= 0.3 for a in answers), "no answer before its latency"
+        assert all(a.elapsed.total_seconds() >= 0.29 for a in answers), "no answer before its latency (timers' granularity aside)"
         assert finished - started < 20 * 0.3 / 2, "answered one after another"
 
 
