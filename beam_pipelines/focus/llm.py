@@ -36,6 +36,7 @@ when it names a geography (``us``): the service ran in a distinct region; ``glob
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -275,6 +276,7 @@ def _long_rows(source: Source, rows: pd.DataFrame, overrides: np.ndarray, list_r
     src, cls, quantity = src[ordering], cls[ordering], quantity[ordering]
     n = len(src)
 
+    @functools.cache  # pricing keys and FOCUS columns read the same cost-row columns
     def column(name: str) -> np.ndarray:
         """A cost-row column (one value per cost row; ``[src]`` spreads it to the FOCUS rows)."""
         return rows[name].astype(object).to_numpy() if name in rows else np.full(len(rows), None, dtype=object)

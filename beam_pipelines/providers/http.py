@@ -215,19 +215,6 @@ class ProviderClient:
             )
         raise ProviderError(self.provider, message, response.status_code)
 
-    async def get_json(self, path: str, params: list[tuple[str, str]]) -> dict:
-        response = await self.get(path, params)
-        try:
-            return response.json()
-        except ValueError:
-            raise MalformedResponseError(
-                self.provider, f"{path}: response is not valid JSON", response.status_code
-            ) from None
-
-    async def get(self, path: str, params: list[tuple[str, str]]) -> Answer:
-        """A successful answer to ``GET path?params``, retried by the policy (errors raised as ProviderError)."""
-        return await self._get_retried(path, self._url(path, urlencode(params)))
-
     def _url(self, path: str, query: str) -> str:
         return f"{self.base_url}{path}?{query}" if query else f"{self.base_url}{path}"
 
@@ -278,11 +265,11 @@ class ProviderClient:
         seen: set[str] = set()
         cursor: str | None = None
         number = 0
-        encoded = urlencode(query.params)  # once: only the cursor changes from page to page
+        first_page = self._url(query.path, urlencode(query.params))  # encoded once: only the cursor changes
         while True:
             number += 1
-            paged = "&".join(part for part in (encoded, urlencode([(query.cursor_param, cursor)]) if cursor else "") if part)
-            answer = await self._get_retried(query.path, self._url(query.path, paged))
+            url = f"{first_page}{'&' if query.params else '?'}{urlencode([(query.cursor_param, cursor)])}" if cursor else first_page
+            answer = await self._get_retried(query.path, url)
             try:  # parsed and validated in one pass (pydantic's own JSON parser): half the CPU of json.loads first
                 page = query.page_model.model_validate_json(answer.content)
             except ValidationError as exc:

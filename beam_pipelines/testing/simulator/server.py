@@ -12,6 +12,7 @@ milliseconds per org), CPU that a real provider's servers never take from ours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -117,11 +118,11 @@ class ProviderSimulator:
         self._stop = asyncio.Event()
         self._ready.set()
         try:
-            if self.idle_timeout:
-                while not self._stop.is_set() and time.monotonic() - self.last_request < self.idle_timeout:
-                    await asyncio.wait([asyncio.ensure_future(self._stop.wait())], timeout=0.5)
-            else:
-                await self._stop.wait()
+            while self.idle_timeout is None or time.monotonic() - self.last_request < self.idle_timeout:
+                with contextlib.suppress(TimeoutError):  # wait_for cancels the wait it gives up on
+                    await asyncio.wait_for(self._stop.wait(), timeout=0.5)
+                if self._stop.is_set():
+                    break
         finally:
             await runner.cleanup()
 
